@@ -1,0 +1,1 @@
+"""The FastAPI ingress app: routes, uploads, errors. Built on each Ingress replica."""

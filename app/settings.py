@@ -1,0 +1,120 @@
+"""Every knob of the platform, read from the environment with the ``AIPP_`` prefix.
+
+One class, so the README's settings table and the code cannot disagree: the
+table is generated from these fields (``aipp settings``).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _default_data_dir() -> Path:
+    return Path.home() / ".local" / "share" / "aipp"
+
+
+def _default_cache_dir() -> Path:
+    return Path.home() / ".cache" / "aipp"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AIPP_", env_file=None, extra="ignore")
+
+    # --- Speech to text -------------------------------------------------------
+    stt_model: str = Field(
+        "bundled:tiny.en",
+        description="Whisper model: `bundled:tiny.en`, `bundled:base`, a local CTranslate2 "
+        "directory, or a hub id such as `Systran/faster-whisper-small`.",
+    )
+    stt_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Where Whisper runs; `auto` uses a GPU when one is visible."
+    )
+    stt_compute_type: str = Field(
+        "default",
+        description="CTranslate2 compute type (`int8`, `float16`, `int8_float16`, ...); "
+        "`default` picks int8 on CPU and float16 on GPU.",
+    )
+    stt_beam_size: int = Field(1, ge=1, le=10, description="Beam size for decoding.")
+    stt_vad: bool = Field(True, description="Skip silence with Silero VAD before decoding.")
+    stt_cpu_threads: int = Field(0, ge=0, description="CPU threads for Whisper (0 = all).")
+
+    # --- LLM ------------------------------------------------------------------
+    llm_engine: Literal["llama_cpp", "vllm", "openai"] = Field(
+        "llama_cpp", description="Summary engine: `llama_cpp` (CPU), `vllm` (GPU), `openai`."
+    )
+    llm_model: str = Field(
+        "bundled:qwen2.5-0.5b-instruct-q4_k_m",
+        description="For llama_cpp: `bundled:qwen2.5-0.5b-instruct-q4_k_m` or a GGUF path. "
+        "For vllm: a hub id or local path. For openai: the remote model name.",
+    )
+    llm_context_tokens: int = Field(
+        4096, ge=256, description="Context window the summarizer plans its chunks for."
+    )
+    llm_max_output_tokens: int = Field(
+        512, ge=32, description="Most tokens one summary call may generate."
+    )
+    llm_temperature: float = Field(0.2, ge=0.0, le=2.0, description="Summary temperature.")
+    llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all).")
+    llm_gpu_memory_utilization: float = Field(
+        0.45, gt=0.0, le=1.0, description="vLLM's share of GPU memory (it shares with Whisper)."
+    )
+    openai_base_url: str = Field(
+        "https://api.openai.com/v1", description="Base URL of the OpenAI-compatible endpoint."
+    )
+    openai_api_key: SecretStr | None = Field(
+        None, description="API key for the `openai` engine (also read from OPENAI_API_KEY)."
+    )
+
+    # --- Limits -----------------------------------------------------------------
+    max_upload_mb: float = Field(100.0, gt=0, description="Largest accepted upload, in MiB.")
+    max_audio_minutes: float = Field(
+        180.0, gt=0, description="Longest accepted audio, checked from the container header."
+    )
+    sync_max_audio_minutes: float = Field(
+        10.0, gt=0, description="Longest audio the synchronous endpoint accepts."
+    )
+
+    # --- State ------------------------------------------------------------------
+    data_dir: Path = Field(default_factory=_default_data_dir, description="SQLite, blobs, Redis.")
+    cache_dir: Path = Field(
+        default_factory=_default_cache_dir, description="Assembled model files (the GGUF)."
+    )
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; unset means SQLite under the data dir."
+    )
+    redis_url: str | None = Field(
+        None, description="Redis URL; unset means `aipp serve` starts an embedded Redis."
+    )
+    storage_url: str | None = Field(
+        None, description="fsspec URL for audio blobs; unset means `<data_dir>/blobs`."
+    )
+
+    # --- HTTP -------------------------------------------------------------------
+    host: str = Field("127.0.0.1", description="Address the HTTP proxy binds.")
+    port: int = Field(8000, ge=1, le=65535, description="HTTP port.")
+    dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard port.")
+    auth: Literal["auto", "on", "off"] = Field(
+        "auto", description="API keys: `auto` requires them only when bound beyond loopback."
+    )
+
+    @property
+    def sqlite_path(self) -> Path:
+        return self.data_dir / "aipp.db"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def effective_storage_url(self) -> str:
+        return self.storage_url or str(self.data_dir / "blobs")
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

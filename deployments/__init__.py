@@ -1,0 +1,1 @@
+"""Ray Serve deployments: Transcriber, Summarizer and the HTTP Ingress, composed with handles."""
