@@ -27,11 +27,11 @@ def create_app(pipeline: Pipeline) -> FastAPI:
 
     @api.middleware("http")
     async def request_id(request: Request, call_next):
+        # Serve's proxy already honours an incoming X-Request-ID (or makes one) and
+        # echoes it; we only make it visible to routes and logs.
         rid = request.headers.get("x-request-id") or uuid.uuid4().hex
         request.state.request_id = rid
-        response = await call_next(request)
-        response.headers["X-Request-ID"] = rid
-        return response
+        return await call_next(request)
 
     api.include_router(routes_core.router)
     try:  # BOOTSTRAP-GUARD: removed once the planner lands

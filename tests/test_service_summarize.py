@@ -1,0 +1,158 @@
+"""The Serve pipeline end to end: real audio through `aipp serve`, real models."""
+
+from __future__ import annotations
+
+import io
+import re
+import wave
+
+import httpx
+import pytest
+
+from tests.conftest import DATA, JFK_PHRASE
+
+pytestmark = pytest.mark.serve
+
+
+def normalize(text: str) -> str:
+    return re.sub(r"[^a-z ]+", "", text.lower()).replace("  ", " ")
+
+
+def post_file(service, name: str, data: bytes, **form) -> httpx.Response:
+    return httpx.post(f"{service.url}/v1/summarize", files={"file": (name, data)}, data=form,
+                      timeout=600)
+
+
+def assert_summary_shape(body: dict) -> None:
+    summary = body["summary"]
+    assert isinstance(summary["summary"], str) and summary["summary"].strip()
+    assert isinstance(summary["key_points"], list)
+    assert isinstance(summary["action_items"], list)
+    assert set(body["timings"]) == {"decode_s", "transcribe_s", "summarize_s", "total_s"}
+    assert body["timings"]["total_s"] >= body["timings"]["transcribe_s"] > 0
+
+
+def test_jfk_transcript_and_summary(service, data_dir):
+    resp = post_file(service, "jfk.flac", (data_dir / "jfk.flac").read_bytes())
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert JFK_PHRASE in normalize(body["transcript"]["text"])
+    assert body["transcript"]["language"] == "en"
+    assert body["transcript"]["duration_s"] == pytest.approx(11.0, abs=0.1)
+    segments = body["transcript"]["segments"]
+    assert segments and all(s["end"] >= s["start"] for s in segments)
+    assert segments[-1]["end"] <= body["transcript"]["duration_s"] + 0.5
+    assert body["models"]["stt"] == "whisper-tiny.en"
+    assert body["models"]["llm"] == "qwen2.5-0.5b-instruct-q4_k_m"
+    assert_summary_shape(body)
+
+
+@pytest.mark.parametrize(
+    "name, expect_words",
+    [("stereo_diarization.wav", "curtain"), ("multilingual.mp3", "permission")],
+)
+def test_other_formats(service, data_dir, name, expect_words):
+    resp = post_file(service, name, (data_dir / name).read_bytes())
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert expect_words in normalize(body["transcript"]["text"])
+    assert_summary_shape(body)
+
+
+def test_no_speech_is_not_an_error(service, data_dir):
+    resp = post_file(service, "no_speech.wav", (data_dir / "no_speech.wav").read_bytes())
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["transcript"]["text"] == ""
+    assert body["transcript"]["segments"] == []
+    assert "no speech" in body["summary"]["summary"].lower()
+    assert body["summary"]["key_points"] == [] and body["summary"]["action_items"] == []
+
+
+def _flac_claiming(seconds: int) -> bytes:
+    """The first 20 KB of jfk.flac with STREAMINFO's sample count patched to claim hours."""
+    data = bytearray((DATA / "jfk.flac").read_bytes()[:20000])
+    assert data[:4] == b"fLaC"
+    field = int.from_bytes(data[18:26], "big")  # STREAMINFO bytes 10..17
+    field = (field & ~((1 << 36) - 1)) | (44100 * seconds)
+    data[18:26] = field.to_bytes(8, "big")
+    return bytes(data)
+
+
+def _png() -> bytes:
+    return bytes.fromhex("89504e470d0a1a0a0000000d4948445200000001000000010806000000") + b"\0" * 64
+
+
+BAD_INPUTS = [
+    ("missing_file", None, 422, "missing_file"),
+    ("empty", b"", 422, "empty_file"),
+    ("png", _png(), 422, "unsupported_media"),
+    ("text", b"this is plainly not audio, just some words in a text file\n" * 20, 422,
+     "unsupported_media"),
+    ("claims_hours", _flac_claiming(6 * 3600), 413, "audio_too_long"),
+]
+
+
+@pytest.mark.parametrize("case, payload, status, code", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
+def test_bad_input_gets_clear_4xx(service, case, payload, status, code):
+    if payload is None:
+        resp = httpx.post(f"{service.url}/v1/summarize", data={"language": "en"}, timeout=60)
+    else:
+        resp = post_file(service, f"{case}.wav", payload)
+    assert resp.status_code == status, resp.text
+    error = resp.json()["error"]
+    assert error["code"] == code
+    assert error["message"]
+
+
+def test_truncated_and_corrupt_audio(service, data_dir):
+    jfk = (data_dir / "jfk.flac").read_bytes()
+    truncated = post_file(service, "cut.flac", jfk[: len(jfk) // 4])
+    assert truncated.status_code == 422
+    assert truncated.json()["error"]["code"] == "audio_truncated"
+    corrupt = post_file(service, "corrupt.flac", jfk[:200] + bytes(range(256)) * 300)
+    assert corrupt.status_code == 422
+    assert corrupt.json()["error"]["code"] in {"audio_decode_failed", "unsupported_media"}
+
+
+def test_upload_over_size_limit(service):
+    # The service under test runs with AIPP_MAX_UPLOAD_MB=8.
+    resp = post_file(service, "big.wav", b"\0" * (9 * 1024 * 1024))
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "file_too_large"
+
+
+def test_sync_duration_limit(service):
+    # 12 minutes of silence is over the sync limit (10 min) but under the async one.
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(1)
+        w.setframerate(8000)
+        w.writeframes(b"\x80" * 8000 * 60 * 12)
+    resp = post_file(service, "long.wav", buf.getvalue())
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "audio_too_long"
+
+
+def test_service_still_serves_after_bad_input(service, data_dir):
+    post_file(service, "junk.wav", b"junk")
+    resp = post_file(service, "hotwords.mp3", (data_dir / "hotwords.mp3").read_bytes())
+    assert resp.status_code == 200
+    assert resp.json()["transcript"]["text"]
+
+
+def test_health_ready_and_docs(service):
+    assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
+    ready = httpx.get(f"{service.url}/readyz", timeout=30).json()
+    assert ready["status"] == "ready"
+    assert ready["models"]["stt"]["device"] == "cpu"
+    assert ready["models"]["llm"]["engine"] == "llama_cpp"
+    spec = httpx.get(f"{service.url}/openapi.json").json()
+    assert "/v1/summarize" in spec["paths"]
+    assert httpx.get(f"{service.url}/docs").status_code == 200
+
+
+def test_request_id_is_echoed(service):
+    resp = httpx.get(f"{service.url}/healthz", headers={"X-Request-ID": "abc-123"})
+    assert resp.headers["x-request-id"] == "abc-123"
