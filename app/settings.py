@@ -80,9 +80,13 @@ class Settings(BaseSettings):
     )
 
     # --- State ------------------------------------------------------------------
-    data_dir: Path = Field(default_factory=_default_data_dir, description="SQLite, blobs, Redis.")
+    data_dir: Path = Field(
+        default_factory=_default_data_dir,
+        description="SQLite file, audio blobs and embedded Redis (default `~/.local/share/aipp`).",
+    )
     cache_dir: Path = Field(
-        default_factory=_default_cache_dir, description="Assembled model files (the GGUF)."
+        default_factory=_default_cache_dir,
+        description="Assembled model files, e.g. the GGUF (default `~/.cache/aipp`).",
     )
     database_url: str | None = Field(
         None, description="SQLAlchemy URL; unset means SQLite under the data dir."

@@ -1,0 +1,149 @@
+"""Overhead of the platform over the bare models, measured in one run.
+
+Baseline: the same two models (faster-whisper + llama.cpp, same settings,
+greedy decoding) called directly in this Python process. Platform: ``POST
+/v1/summarize`` against a warm ``aipp serve``. Both process the same clip N
+times; we report medians and their ratio (goal ≤ 1.10).
+
+    python -m bench.overhead --runs 5            # starts its own service
+    python -m bench.overhead --url http://127.0.0.1:8000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "tests" / "data"
+DEFAULT_CLIPS = ["jfk.flac", "multilingual.mp3"]
+
+
+def machine() -> str:
+    model = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def start_service(tmp: Path) -> tuple[str, object]:
+    sys.path.insert(0, str(REPO))
+    from tests.cluster_fixtures import RayCluster, free_port, start_service  # noqa: E402
+
+    import subprocess
+
+    port, dash = free_port(), free_port()
+    temp_dir = Path(f"/tmp/aipp-bench-{os.getpid()}")
+    env = dict(os.environ, RAY_AUTH_MODE="token")
+    subprocess.run(
+        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
+         "--node-ip-address=127.0.0.1", "--include-dashboard=true",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        check=True, env=env, capture_output=True,
+    )
+    cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
+    svc, proc = start_service(cluster, tmp / "data", {}, tmp / "serve.log")
+    return svc.url, (proc, env)
+
+
+def stop_service(handle) -> None:
+    import subprocess
+
+    proc, env = handle
+    proc.terminate()
+    proc.wait(timeout=60)
+    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], env=env,
+                   capture_output=True)
+
+
+def time_service(url: str, clip: bytes, name: str, runs: int) -> list[float]:
+    times = []
+    with httpx.Client(timeout=600) as client:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            resp = client.post(f"{url}/v1/summarize", files={"file": (name, clip)})
+            times.append(time.perf_counter() - t0)
+            resp.raise_for_status()
+    return times
+
+
+def time_direct(stt, summarizer, clip: bytes, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        out = stt.transcribe_bytes(clip)
+        summarizer.summarize(out.transcript.text)
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--url", help="A running service; started here when omitted.")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--clips", nargs="+", default=DEFAULT_CLIPS)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "overhead.json")
+    args = parser.parse_args()
+
+    # Greedy decoding on both sides, so both generate the same tokens.
+    os.environ["AIPP_LLM_TEMPERATURE"] = "0"
+    import tempfile
+
+    from app.llm.engines import build_engine
+    from app.llm.summarize import TranscriptSummarizer
+    from app.settings import Settings
+    from app.stt import SpeechToText
+
+    handle = None
+    url = args.url
+    if url is None:
+        url, handle = start_service(Path(tempfile.mkdtemp(prefix="aipp-bench-")))
+    results = {"machine": machine(), "runs": args.runs, "clips": {}}
+    try:
+        clips = {name: (DATA / name).read_bytes() for name in args.clips}
+        for name, clip in clips.items():  # warm the service (first call loads caches)
+            time_service(url, clip, name, 1)
+        service_times = {n: time_service(url, c, n, args.runs) for n, c in clips.items()}
+    finally:
+        if handle is not None:
+            stop_service(handle)
+
+    settings = Settings()
+    stt = SpeechToText.from_settings(settings)
+    engine = build_engine(settings)
+    summarizer = TranscriptSummarizer(engine, settings.llm_max_output_tokens, 0.0)
+    for name, clip in clips.items():
+        time_direct(stt, summarizer, clip, 1)  # warm
+        direct = time_direct(stt, summarizer, clip, args.runs)
+        svc = service_times[name]
+        row = {
+            "direct_median_s": round(statistics.median(direct), 3),
+            "service_median_s": round(statistics.median(svc), 3),
+            "ratio": round(statistics.median(svc) / statistics.median(direct), 3),
+            "direct_s": [round(x, 3) for x in direct],
+            "service_s": [round(x, 3) for x in svc],
+        }
+        results["clips"][name] = row
+        print(f"{name:20s} direct {row['direct_median_s']:7.3f}s  service "
+              f"{row['service_median_s']:7.3f}s  ratio {row['ratio']:.3f}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+    print(f"machine: {results['machine']}\nwritten: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
