@@ -29,7 +29,7 @@ def load_config(path: Path = DEFAULT_CONFIG, gpu: bool = False) -> dict:
     if gpu:
         from cluster.render import load_serve_config
 
-        return load_serve_config(phase=2, base_path=path)
+        return load_serve_config(gpu=True, root=path.parent)
     return yaml.safe_load(path.read_text())
 
 
