@@ -14,9 +14,10 @@ cli = typer.Typer(
 
 def _register_subcommands() -> None:
     # Each layer owns its commands; importing lazily keeps `aipp --help` fast.
-    from app import cli_serve
+    from app import cli_keys, cli_serve
 
     cli_serve.register(cli)
+    cli_keys.register(cli)
     try:
         from app.planner import cli as planner_cli
     except ImportError:  # pragma: no cover - during bootstrap only

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-pytest_plugins = ["tests.cluster_fixtures"]
+pytest_plugins = ["tests.cluster_fixtures", "tests.fixtures_state"]
 
 DATA = Path(__file__).resolve().parent / "data"
 JFK_PHRASE = "ask not what your country can do for you"
