@@ -1,0 +1,149 @@
+"""HTTP face of the planner: ``POST /v1/plan``, its option lists, and the ``/planner`` page.
+
+The ingress app includes :data:`router`; errors use the project's
+``{"error": {"code", "message"}}`` shape (``app.errors``), with a ``field`` key on 422s
+so the page can put the message next to the input that caused it.
+"""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter
+from fastapi.responses import FileResponse, HTMLResponse
+from pydantic import BaseModel, Field
+
+from app.errors import APIError
+from app.planner.catalog import CATALOG_ENV, Catalog, CatalogError, Source, load_catalog
+from app.planner.model import PlanInput, PlannerInputError, PlanResult, plan
+from app.planner.presets import PRESETS
+
+STATIC_DIR = Path(__file__).with_name("static")
+
+router = APIRouter()
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+    field: str | None = Field(None, description="The request field at fault (422 only).")
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorDetail
+
+
+class GpuOption(BaseModel):
+    instance_type: str
+    gpus_per_instance: int
+    vram_gb: float
+    on_demand_usd_per_hour: float
+    spot_usd_per_hour: float
+
+
+class PlannerOptions(BaseModel):
+    gpus: dict[str, GpuOption]
+    stt_models: dict[str, list[str]] = Field(description="Model -> GPU types it has a profile for.")
+    llm_models: dict[str, list[str]] = Field(description="Model -> GPU types it has a profile for.")
+    bedrock_models: list[str]
+    presets: dict[str, dict[str, Any]]
+    defaults: dict[str, Any]
+    sources: dict[str, Source]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorResponse, "description": "Invalid input; `error.field` names it."},
+    500: {"model": ErrorResponse, "description": "The planner catalog is invalid."},
+}
+
+
+@lru_cache(maxsize=4)
+def _load(path: str | None, mtime: float | None) -> Catalog:
+    return load_catalog(path, use_env=False)
+
+
+def get_catalog() -> Catalog:
+    """The catalog (with ``$AIPP_PLANNER_CATALOG`` merged), reloaded when that file changes."""
+    path = os.environ.get(CATALOG_ENV) or None
+    mtime = None
+    if path:
+        try:
+            mtime = Path(path).stat().st_mtime
+        except OSError:
+            mtime = None
+    try:
+        return _load(path, mtime)
+    except CatalogError as exc:
+        raise APIError(500, "catalog_invalid", str(exc)) from None
+
+
+@router.post(
+    "/v1/plan",
+    response_model=PlanResult,
+    tags=["planner"],
+    summary="Size GPUs and compare self-hosted with managed monthly cost",
+    responses=_ERRORS,
+)
+def create_plan(body: PlanInput) -> PlanResult:
+    catalog = get_catalog()
+    try:
+        return plan(body, catalog)
+    except PlannerInputError as exc:
+        raise APIError(
+            422, "invalid_request", f"{exc.field}: {exc.message}", extra={"field": exc.field}
+        ) from None
+
+
+@router.get(
+    "/v1/plan/options",
+    response_model=PlannerOptions,
+    tags=["planner"],
+    summary="GPU types, models, presets and defaults the planner accepts",
+    responses={500: _ERRORS[500]},
+)
+def plan_options() -> PlannerOptions:
+    catalog = get_catalog()
+    defaults = {
+        name: f.default for name, f in PlanInput.model_fields.items() if not f.is_required()
+    }
+    return PlannerOptions(
+        gpus={
+            name: GpuOption(**g.model_dump(include=set(GpuOption.model_fields)))
+            for name, g in catalog.gpus.items()
+        },
+        stt_models={n: list(m.profiles) for n, m in catalog.stt_models.items()},
+        llm_models={n: list(m.profiles) for n, m in catalog.llm_models.items()},
+        bedrock_models=list(catalog.managed.bedrock),
+        presets={n: dict(v) for n, v in PRESETS.items()},
+        defaults=defaults,
+        sources=catalog.sources,
+    )
+
+
+@router.get(
+    "/v1/plan/catalog",
+    response_model=Catalog,
+    tags=["planner"],
+    summary="The full catalog in use, with every source and date",
+    responses={500: _ERRORS[500]},
+)
+def plan_catalog() -> Catalog:
+    return get_catalog()
+
+
+@router.get("/planner", response_class=HTMLResponse, include_in_schema=False)
+def planner_page() -> HTMLResponse:
+    return HTMLResponse((STATIC_DIR / "planner.html").read_text(encoding="utf-8"))
+
+
+@router.get("/planner/planner.js", include_in_schema=False)
+def planner_js() -> FileResponse:
+    return FileResponse(STATIC_DIR / "planner.js", media_type="text/javascript")
+
+
+@router.get("/planner/planner.css", include_in_schema=False)
+def planner_css() -> FileResponse:
+    return FileResponse(STATIC_DIR / "planner.css", media_type="text/css")

@@ -1,0 +1,237 @@
+"""The planner's data: GPU prices, throughput profiles, managed prices, fixed costs.
+
+The numbers live in ``catalog.yaml`` next to this file. Each one names a source (an
+id under ``sources:``) and each source carries its date, so a plan can show where
+every figure came from. :func:`load_catalog` reads the packaged file, deep-merges an
+optional user file over it and validates the result; a malformed file raises
+:class:`CatalogError` with a message that names the file and the key.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+CATALOG_ENV = "AIPP_PLANNER_CATALOG"
+
+Basis = Literal["published", "estimate", "measured"]
+
+
+class CatalogError(Exception):
+    """A catalog file that cannot be read or does not describe a valid catalog."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class Source(_Strict):
+    title: str = Field(min_length=1)
+    url: str | None = None
+    as_of: str = Field(min_length=4, description="Date the figure describes (YYYY-MM-DD).")
+    note: str = ""
+
+
+class GpuType(_Strict):
+    instance_type: str = Field(min_length=1)
+    gpus_per_instance: int = Field(ge=1, le=64)
+    vram_gb: float = Field(gt=0)
+    on_demand_usd_per_hour: float = Field(ge=0)
+    spot_usd_per_hour: float = Field(ge=0)
+    source: str
+    spot_source: str
+
+
+class SttProfile(_Strict):
+    audio_s_per_gpu_s: float = Field(gt=0, description="Inverse real-time factor.")
+    vram_gb: float = Field(ge=0)
+    basis: Basis = "estimate"
+    source: str
+
+
+class LlmProfile(_Strict):
+    prefill_tokens_per_s: float = Field(gt=0)
+    decode_tokens_per_s: float = Field(gt=0)
+    batch_size: int = Field(ge=1)
+    vram_gb: float = Field(ge=0)
+    basis: Basis = "estimate"
+    source: str
+
+
+class SttModel(_Strict):
+    description: str = ""
+    profiles: dict[str, SttProfile]
+
+
+class LlmModel(_Strict):
+    description: str = ""
+    profiles: dict[str, LlmProfile]
+
+
+class TranscribeTier(_Strict):
+    up_to_minutes: float | None = Field(None, gt=0)
+    usd_per_minute: float = Field(ge=0)
+
+
+class TranscribePricing(_Strict):
+    tiers: list[TranscribeTier] = Field(min_length=1)
+    minimum_billed_seconds: float = Field(ge=0)
+    billing_increment_seconds: float = Field(1, gt=0)
+    source: str
+
+    @model_validator(mode="after")
+    def _tiers_ascend(self) -> TranscribePricing:
+        bounds = [t.up_to_minutes for t in self.tiers]
+        if bounds[-1] is not None:
+            raise ValueError("the last Transcribe tier must have up_to_minutes: null")
+        if any(b is None for b in bounds[:-1]):
+            raise ValueError("only the last Transcribe tier may have up_to_minutes: null")
+        finite = [b for b in bounds[:-1] if b is not None]
+        if any(b2 <= b1 for b1, b2 in zip(finite, finite[1:], strict=False)):
+            raise ValueError("Transcribe tier bounds must increase")
+        rates = [t.usd_per_minute for t in self.tiers]
+        if any(r2 > r1 for r1, r2 in zip(rates, rates[1:], strict=False)):
+            # The crossover search relies on volume discounts (a concave managed cost).
+            raise ValueError("Transcribe tier rates must not increase with volume")
+        return self
+
+
+class BedrockModel(_Strict):
+    model_id: str
+    input_usd_per_1k_tokens: float = Field(ge=0)
+    output_usd_per_1k_tokens: float = Field(ge=0)
+    source: str
+
+
+class Managed(_Strict):
+    transcribe: TranscribePricing
+    bedrock: dict[str, BedrockModel] = Field(min_length=1)
+
+
+class FixedCost(_Strict):
+    name: str = Field(min_length=1)
+    usd_per_hour: float | None = Field(None, ge=0)
+    usd_per_month: float | None = Field(None, ge=0)
+    quantity: float = Field(1, ge=0)
+    source: str
+
+    @model_validator(mode="after")
+    def _one_price(self) -> FixedCost:
+        if (self.usd_per_hour is None) == (self.usd_per_month is None):
+            raise ValueError(
+                f"fixed cost '{self.name}' needs exactly one of usd_per_hour, usd_per_month"
+            )
+        return self
+
+    def monthly_usd(self, hours_per_month: float) -> float:
+        if self.usd_per_hour is not None:
+            return self.usd_per_hour * hours_per_month * self.quantity
+        assert self.usd_per_month is not None
+        return self.usd_per_month * self.quantity
+
+
+class Catalog(_Strict):
+    version: int = 1
+    region: str = "us-east-1"
+    currency: str = "USD"
+    hours_per_month: float = Field(730, gt=0, le=744)
+    sources: dict[str, Source]
+    gpus: dict[str, GpuType] = Field(min_length=1)
+    stt_models: dict[str, SttModel] = Field(min_length=1)
+    llm_models: dict[str, LlmModel] = Field(min_length=1)
+    managed: Managed
+    fixed_costs: list[FixedCost] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references(self) -> Catalog:
+        problems: list[str] = []
+
+        def need(src: str, where: str) -> None:
+            if src not in self.sources:
+                problems.append(f"{where}: unknown source '{src}'")
+
+        for name, gpu in self.gpus.items():
+            need(gpu.source, f"gpus.{name}.source")
+            need(gpu.spot_source, f"gpus.{name}.spot_source")
+        for kind, models in (("stt_models", self.stt_models), ("llm_models", self.llm_models)):
+            for mname, model in models.items():
+                for gname, prof in model.profiles.items():
+                    where = f"{kind}.{mname}.profiles.{gname}"
+                    if gname not in self.gpus:
+                        problems.append(f"{where}: unknown GPU type '{gname}'")
+                    need(prof.source, f"{where}.source")
+        need(self.managed.transcribe.source, "managed.transcribe.source")
+        for bname, bm in self.managed.bedrock.items():
+            need(bm.source, f"managed.bedrock.{bname}.source")
+        for i, fc in enumerate(self.fixed_costs):
+            need(fc.source, f"fixed_costs[{i}].source")
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def source(self, source_id: str) -> Source:
+        return self.sources[source_id]
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CatalogError(f"catalog file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CatalogError(f"cannot read catalog file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise CatalogError(f"catalog file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise CatalogError(f"catalog file {path} must hold a mapping at the top level")
+    return data
+
+
+def _format_validation(exc: ValidationError, path: Path | str) -> str:
+    parts = []
+    for err in exc.errors()[:6]:
+        loc = ".".join(str(p) for p in err.get("loc", ())) or "(top level)"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return f"catalog {path} is invalid: " + "; ".join(parts)
+
+
+def catalog_from_dict(data: dict[str, Any], origin: str = "<dict>") -> Catalog:
+    try:
+        return Catalog.model_validate(data)
+    except ValidationError as exc:
+        raise CatalogError(_format_validation(exc, origin)) from None
+
+
+def load_catalog(path: str | Path | None = None, *, use_env: bool = True) -> Catalog:
+    """The packaged catalog, with ``path`` (or ``$AIPP_PLANNER_CATALOG``) merged over it."""
+    base = _read_yaml(DEFAULT_CATALOG_PATH)
+    if path is None and use_env:
+        path = os.environ.get(CATALOG_ENV) or None
+    origin = str(DEFAULT_CATALOG_PATH)
+    if path is not None:
+        user_path = Path(path).expanduser()
+        user = _read_yaml(user_path)
+        replace = bool(user.pop("replace", False))
+        base = user if replace else _deep_merge(base, user)
+        origin = str(user_path)
+    return catalog_from_dict(base, origin)

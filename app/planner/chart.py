@@ -1,0 +1,101 @@
+"""The cost-vs-volume chart as SVG or PNG, drawn with matplotlib's Agg canvas.
+
+No pyplot: a bare :class:`~matplotlib.figure.Figure` on an Agg canvas touches no global
+backend state, so it is safe in a server process and in tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from app.planner.model import PlanResult
+
+FORMATS = {".svg": "svg", ".png": "png"}
+
+
+class ChartError(Exception):
+    pass
+
+
+def chart_format(path: str | Path) -> str:
+    suffix = Path(path).suffix.lower()
+    if suffix not in FORMATS:
+        raise ChartError(f"chart file must end in .svg or .png, not '{suffix or path}'")
+    return FORMATS[suffix]
+
+
+def render_chart(result: PlanResult, path: str | Path) -> Path:
+    fmt = chart_format(path)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter
+
+    out = Path(path)
+    if out.parent and not out.parent.exists():
+        raise ChartError(f"directory does not exist: {out.parent}")
+
+    curve = result.curve
+    fig = Figure(figsize=(8, 4.8), dpi=110)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.plot(
+        curve.tasks_per_month,
+        curve.self_hosted_usd,
+        drawstyle="default",
+        color="#1f6feb",
+        linewidth=2,
+        label=f"Self-hosted ({result.gpu.name}, {result.sizing.chosen})",
+    )
+    ax.plot(
+        curve.tasks_per_month,
+        curve.managed_usd,
+        color="#d1242f",
+        linewidth=2,
+        label=f"Managed (Transcribe + Bedrock {result.bedrock_model})",
+    )
+    co = result.crossover
+    if co.status == "found" and co.tasks_per_month is not None:
+        ax.axvline(co.tasks_per_month, color="#444", linestyle="--", linewidth=1)
+        ax.plot([co.tasks_per_month], [co.self_hosted_usd], "o", color="#444")
+        ax.annotate(
+            f"crossover\n{co.tasks_per_month:,} tasks/mo",
+            (co.tasks_per_month, co.self_hosted_usd or 0),
+            textcoords="offset points",
+            xytext=(8, 12),
+            fontsize=9,
+        )
+    v = result.inputs.tasks_per_month
+    ax.axvline(v, color="#8250df", linestyle=":", linewidth=1)
+    ax.annotate(
+        "your volume",
+        (v, 0),
+        textcoords="offset points",
+        xytext=(4, 6),
+        fontsize=8,
+        color="#8250df",
+    )
+    ax.set_xlabel("tasks per month")
+    ax.set_ylabel("USD per month")
+    if co.status == "found" and co.tasks_per_month is not None:
+        headline = f"crossover at {co.tasks_per_month:,} tasks/month"
+    elif co.status == "always_cheaper":
+        headline = "self-hosting cheaper from the first task"
+    else:
+        headline = "no crossover: managed stays cheaper"
+    ax.set_title(
+        f"Monthly cost vs volume ({result.inputs.avg_minutes:g} min/task): {headline}",
+        fontsize=10,
+    )
+    money = FuncFormatter(lambda x, _: f"${x:,.0f}")
+    ax.yaxis.set_major_formatter(money)
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x:,.0f}"))
+    ax.set_xlim(left=0)
+    ax.set_ylim(bottom=0)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    try:
+        fig.savefig(out, format=fmt)
+    except OSError as exc:
+        raise ChartError(f"cannot write chart {out}: {exc}") from None
+    return out

@@ -1,0 +1,439 @@
+"""``aipp plan``: the capacity planner on the command line.
+
+Bad input (a non-positive or absurd volume, NaN, an unknown GPU or model, a malformed
+catalog file, a chart path that is not .svg/.png) prints one line naming the option
+and exits with status 2, the same status the argument parser uses.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import typer
+from pydantic import ValidationError
+
+EXIT_BAD_INPUT = 2
+EXIT_FAILED = 1
+
+# PlanInput field -> the option that sets it, for error messages.
+FLAGS: dict[str, str] = {
+    "tasks_per_month": "--tasks-per-month",
+    "avg_minutes": "--avg-minutes",
+    "active_hours_per_day": "--active-hours",
+    "active_days_per_month": "--active-days",
+    "peak_factor": "--peak-factor",
+    "target_utilization": "--utilization",
+    "words_per_minute": "--words-per-minute",
+    "tokens_per_word": "--tokens-per-word",
+    "prompt_overhead_tokens": "--prompt-overhead",
+    "summary_tokens_in": "--tokens-in",
+    "summary_tokens_out": "--tokens-out",
+    "gpu": "--gpu",
+    "stt_model": "--stt-model",
+    "llm_model": "--llm-model",
+    "bedrock_model": "--bedrock-model",
+    "packing": "--packing",
+    "packing_efficiency": "--packing-efficiency",
+    "spot_share": "--spot-share",
+    "spot_interruption_overhead": "--spot-overhead",
+    "always_on": "--always-on/--active-hours-only",
+    "include_fixed_costs": "--fixed-costs/--no-fixed-costs",
+    "curve_points": "--curve-points",
+}
+
+
+class Emit(StrEnum):
+    serve_overrides = "serve-overrides"
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    typer.echo(f"Error: {message}", err=True)
+    return typer.Exit(code)
+
+
+def validation_lines(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ())]
+        field = loc[0] if loc else ""
+        flag = FLAGS.get(field, field or "input")
+        msg = err.get("msg", "invalid")
+        if err.get("type") == "missing":
+            msg = "is required (or use --preset seed-example)"
+        lines.append(f"{flag}: {msg}")
+    return lines
+
+
+def _money(x: float | None) -> str:
+    return "-" if x is None else f"${x:,.2f}"
+
+
+def print_table(result: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(highlight=False)
+    inp = result.inputs
+    w = result.workload
+    title = f"Capacity plan{f' (preset {result.preset})' if result.preset else ''}"
+    console.print(f"[bold]{title}[/bold]")
+    console.print(
+        f"{inp.tasks_per_month:,} tasks/month x {inp.avg_minutes:g} min = "
+        f"{w.audio_minutes_per_month:,.0f} audio min; peak {w.peak_tasks_per_hour:,.1f} "
+        f"tasks/h ({inp.active_hours_per_day:g} h x {inp.active_days_per_month:g} days, "
+        f"peak x{inp.peak_factor:g}); {w.summary_tokens_in_per_task:,} tokens in / "
+        f"{w.summary_tokens_out_per_task:,} out per task"
+    )
+
+    s = result.sizing
+    gpus = Table(
+        title=f"GPUs ({result.gpu.name}, {result.gpu.instance_type})", title_justify="left"
+    )
+    gpus.add_column("What")
+    gpus.add_column("Exact", justify="right")
+    gpus.add_column("GPUs", justify="right")
+    gpus.add_column("Throughput per GPU")
+    gpus.add_row(
+        "STT " + result.stt.model,
+        f"{s.stt_gpus_exact:.3f}",
+        str(s.dedicated.stt_gpus),
+        f"{result.stt.audio_s_per_gpu_s:g}x real time ({result.stt.basis})",
+    )
+    gpus.add_row(
+        "LLM " + result.llm.model,
+        f"{s.llm_gpus_exact:.3f}",
+        str(s.dedicated.llm_gpus),
+        f"{result.llm.prefill_tokens_per_s:g} prefill / "
+        f"{result.llm.decode_tokens_per_s:g} decode tok/s ({result.llm.basis})",
+    )
+    gpus.add_row(
+        "Dedicated total",
+        "",
+        str(s.dedicated.total_gpus),
+        _money(s.dedicated.monthly_usd) + "/month",
+    )
+    if s.packed.monthly_usd is not None:
+        gpus.add_row(
+            "Packed (0.5 + 0.5 per GPU)",
+            f"{s.packed_gpus_exact:.3f}",
+            str(s.packed.total_gpus),
+            _money(s.packed.monthly_usd) + "/month",
+        )
+    else:
+        gpus.add_row("Packed (0.5 + 0.5 per GPU)", "", "-", s.packed.reason)
+    console.print(gpus)
+    console.print(f"Layout: [bold]{s.chosen}[/bold]. {s.note}")
+
+    for label, breakdown in (("Self-hosted", result.self_hosted), ("Managed", result.managed)):
+        t = Table(title=f"{label} monthly cost", title_justify="left")
+        t.add_column("Item")
+        t.add_column("Quantity", justify="right")
+        t.add_column("Unit price", justify="right")
+        t.add_column("Monthly", justify="right")
+        for item in breakdown.line_items:
+            t.add_row(
+                item.name,
+                f"{item.quantity:,.2f} {item.unit}",
+                f"${item.unit_usd:,.6g}",
+                _money(item.monthly_usd),
+            )
+        t.add_row(
+            "[bold]Total[/bold]",
+            "",
+            f"{_money(breakdown.per_task_usd)}/task",
+            f"[bold]{_money(breakdown.monthly_usd)}[/bold]",
+        )
+        console.print(t)
+
+    cheaper = "self-hosting" if result.cheaper == "self_hosted" else "managed services"
+    console.print(
+        f"Self-hosted {_money(result.self_hosted.monthly_usd)} vs managed "
+        f"{_money(result.managed.monthly_usd)}: {cheaper} cheaper by "
+        f"{_money(abs(result.savings_monthly_usd))}/month ({abs(result.savings_pct):.1f}%)."
+    )
+    console.print(f"Crossover: {result.crossover.message}")
+    adv = result.replica_advice
+    parts = [f"{n} {r.min_replicas}-{r.max_replicas}" for n, r in adv.deployments.items()]
+    parts += [f"{n} {r.min_replicas}-{r.max_replicas}" for n, r in adv.worker_groups.items()]
+    console.print("Replicas: " + ", ".join(parts) + " (aipp plan ... --emit serve-overrides)")
+    console.print("[bold]Sources[/bold]")
+    for sid, src in result.sources.items():
+        console.print(
+            f"  {sid}: {src.title} (as of {src.as_of}){' ' + src.url if src.url else ''}",
+            soft_wrap=True,
+        )
+    for note in result.notes:
+        console.print(f"[dim]Note: {note}[/dim]", soft_wrap=True)
+
+
+def _calibration_overlay(
+    catalog: Any, profile: Any, gpu: str, stt_model: str, llm_model: str
+) -> dict:
+    """The measured profiles (memory kept from the catalog) as a file for --catalog."""
+    from app.planner.calibrate import MEASURED_SOURCE_ID
+
+    stt = catalog.stt_models[stt_model].profiles[gpu].model_dump()
+    llm = catalog.llm_models[llm_model].profiles[gpu].model_dump()
+    return {
+        "sources": {MEASURED_SOURCE_ID: profile.source.model_dump()},
+        "stt_models": {stt_model: {"profiles": {gpu: stt}}},
+        "llm_models": {llm_model: {"profiles": {gpu: llm}}},
+    }
+
+
+def run_plan(
+    given: dict[str, Any],
+    *,
+    preset: str | None,
+    catalog_path: Path | None,
+    as_json: bool,
+    chart: Path | None,
+    emit: Emit | None,
+    calibrate: bool,
+    calibration_out: Path | None,
+    calibration_audio: Path | None,
+) -> None:
+    from app.planner.catalog import CatalogError, load_catalog
+    from app.planner.model import PlanInput, PlannerInputError, plan
+    from app.planner.presets import PRESETS, preset_inputs
+
+    values: dict[str, Any] = {}
+    if preset is not None:
+        if preset not in PRESETS:
+            raise _fail(f"--preset: unknown preset '{preset}'; known: {', '.join(PRESETS)}")
+        values = preset_inputs(preset)
+    values.update({k: v for k, v in given.items() if v is not None})
+    try:
+        inp = PlanInput.model_validate(values)
+    except ValidationError as exc:
+        raise _fail("; ".join(validation_lines(exc))) from None
+
+    if chart is not None:
+        from app.planner.chart import ChartError, chart_format
+
+        try:
+            chart_format(chart)
+        except ChartError as exc:
+            raise _fail(f"--chart: {exc}") from None
+    try:
+        catalog = load_catalog(catalog_path)
+    except CatalogError as exc:
+        raise _fail(f"--catalog: {exc}") from None
+
+    if calibrate:
+        from app.planner.calibrate import calibrate as run_calibration
+
+        typer.echo("Calibrating: timing Whisper and the LLM on this machine...", err=True)
+        try:
+            catalog, profile = run_calibration(
+                catalog,
+                inp.gpu,
+                inp.stt_model,
+                inp.llm_model,
+                audio_path=calibration_audio,
+            )
+        except Exception as exc:  # model stack missing, model files absent, engine errors
+            raise _fail(f"calibration failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
+        typer.echo(f"Measured here: {profile.source.title}", err=True)
+        from app.planner.calibrate import busy_warning
+
+        warning = busy_warning(profile.hardware)
+        if warning:
+            typer.echo(f"Warning: {warning}", err=True)
+        if calibration_out is not None:
+            import yaml
+
+            overlay = _calibration_overlay(catalog, profile, inp.gpu, inp.stt_model, inp.llm_model)
+            try:
+                calibration_out.write_text(
+                    "# aipp plan --calibrate: use with --catalog to plan with these numbers\n"
+                    + yaml.safe_dump(overlay, sort_keys=False),
+                    encoding="utf-8",
+                )
+            except OSError as exc:
+                raise _fail(f"--calibration-out: {exc}") from None
+
+    try:
+        result = plan(inp, catalog, preset=preset)
+    except PlannerInputError as exc:
+        raise _fail(f"{FLAGS.get(exc.field, exc.field)}: {exc.message}") from None
+
+    if chart is not None:
+        from app.planner.chart import ChartError, render_chart
+
+        try:
+            render_chart(result, chart)
+        except ChartError as exc:
+            raise _fail(f"--chart: {exc}") from None
+        typer.echo(f"Chart written to {chart}", err=True)
+
+    if emit is not None:
+        from app.planner.advice import advice_document, advice_yaml
+
+        if as_json:
+            typer.echo(json.dumps(advice_document(result.replica_advice), indent=2))
+        else:
+            header = [
+                f"aipp plan: {inp.tasks_per_month:,} tasks/month x {inp.avg_minutes:g} min on "
+                f"{result.gpu.name} ({result.gpu.instance_type}), layout {result.sizing.chosen}",
+                "consumed by: aipp cluster render --values FILE",
+            ]
+            typer.echo(advice_yaml(result.replica_advice, header), nl=False)
+        return
+    if as_json:
+        typer.echo(result.model_dump_json(indent=2))
+        return
+    print_table(result)
+
+
+def register(cli: typer.Typer) -> None:
+    @cli.command("plan")
+    def plan_command(
+        tasks_per_month: int | None = typer.Option(
+            None, "--tasks-per-month", help="Audio files processed per month."
+        ),
+        avg_minutes: float | None = typer.Option(
+            None, "--avg-minutes", help="Average audio minutes per task."
+        ),
+        active_hours: float | None = typer.Option(
+            None, "--active-hours", help="Hours a day the work arrives in (default 10)."
+        ),
+        active_days: float | None = typer.Option(
+            None, "--active-days", help="Days a month the work arrives on (default 22)."
+        ),
+        peak_factor: float | None = typer.Option(
+            None, "--peak-factor", help="Peak-hour load / average active-hour load (default 2)."
+        ),
+        utilization: float | None = typer.Option(
+            None, "--utilization", help="Target GPU utilisation, 0-1 (default 0.7)."
+        ),
+        words_per_minute: float | None = typer.Option(
+            None, "--words-per-minute", help="Speech rate (default 150)."
+        ),
+        tokens_per_word: float | None = typer.Option(
+            None, "--tokens-per-word", help="LLM tokens per word (default 1.33)."
+        ),
+        prompt_overhead: int | None = typer.Option(
+            None,
+            "--prompt-overhead",
+            help="Prompt tokens per task besides the transcript (default 600).",
+        ),
+        tokens_in: int | None = typer.Option(
+            None, "--tokens-in", help="Override summary input tokens per task."
+        ),
+        tokens_out: int | None = typer.Option(
+            None, "--tokens-out", help="Summary output tokens per task (default 500)."
+        ),
+        gpu: str | None = typer.Option(
+            None, "--gpu", help="GPU type: T4, A10G, L4, L40S, A100, H100 (default L4)."
+        ),
+        stt_model: str | None = typer.Option(
+            None, "--stt-model", help="Whisper model in the catalog (default whisper-large-v3)."
+        ),
+        llm_model: str | None = typer.Option(
+            None,
+            "--llm-model",
+            help="Self-hosted LLM in the catalog (default llama-3.1-8b-instruct).",
+        ),
+        bedrock_model: str | None = typer.Option(
+            None, "--bedrock-model", help="Managed LLM to compare with (default claude-3-haiku)."
+        ),
+        packing: str | None = typer.Option(
+            None, "--packing", help="auto | dedicated | packed (default auto)."
+        ),
+        packing_efficiency: float | None = typer.Option(
+            None, "--packing-efficiency", help="Throughput kept when packed (default 0.85)."
+        ),
+        spot_share: float | None = typer.Option(
+            None, "--spot-share", help="Share of GPUs on spot, 0-1 (default 0)."
+        ),
+        spot_overhead: float | None = typer.Option(
+            None, "--spot-overhead", help="Extra spot hours for interruptions (default 0.05)."
+        ),
+        always_on: bool | None = typer.Option(
+            None, "--always-on/--active-hours-only", help="Bill GPUs all month (default always-on)."
+        ),
+        fixed_costs: bool | None = typer.Option(
+            None, "--fixed-costs/--no-fixed-costs", help="Include platform fixed costs."
+        ),
+        curve_points: int | None = typer.Option(
+            None, "--curve-points", help="Points in the cost curve (default 80)."
+        ),
+        preset: str | None = typer.Option(
+            None, "--preset", help="Start from named inputs: seed-example."
+        ),
+        catalog: Path | None = typer.Option(
+            None,
+            "--catalog",
+            help="YAML merged over the built-in catalog (default: $AIPP_PLANNER_CATALOG).",
+            dir_okay=False,
+        ),
+        as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+        chart: Path | None = typer.Option(
+            None, "--chart", help="Write the cost-crossover chart (.svg or .png).", dir_okay=False
+        ),
+        emit: Emit | None = typer.Option(
+            None, "--emit", help="Print replica advice (YAML; JSON with --json)."
+        ),
+        calibrate: bool = typer.Option(
+            False, "--calibrate", help="Measure Whisper and LLM throughput on this machine."
+        ),
+        calibration_out: Path | None = typer.Option(
+            None,
+            "--calibration-out",
+            help="With --calibrate: save the measured profile as a catalog file for --catalog.",
+            dir_okay=False,
+        ),
+        calibration_audio: Path | None = typer.Option(
+            None,
+            "--calibration-audio",
+            help="Speech clip to time (default tests/data/jfk.flac).",
+            dir_okay=False,
+        ),
+    ) -> None:
+        """Size GPUs, compare self-hosted and managed monthly cost, find the crossover."""
+        given = {
+            "tasks_per_month": tasks_per_month,
+            "avg_minutes": avg_minutes,
+            "active_hours_per_day": active_hours,
+            "active_days_per_month": active_days,
+            "peak_factor": peak_factor,
+            "target_utilization": utilization,
+            "words_per_minute": words_per_minute,
+            "tokens_per_word": tokens_per_word,
+            "prompt_overhead_tokens": prompt_overhead,
+            "summary_tokens_in": tokens_in,
+            "summary_tokens_out": tokens_out,
+            "gpu": gpu,
+            "stt_model": stt_model,
+            "llm_model": llm_model,
+            "bedrock_model": bedrock_model,
+            "packing": packing,
+            "packing_efficiency": packing_efficiency,
+            "spot_share": spot_share,
+            "spot_interruption_overhead": spot_overhead,
+            "always_on": always_on,
+            "include_fixed_costs": fixed_costs,
+            "curve_points": curve_points,
+        }
+        run_plan(
+            given,
+            preset=preset,
+            catalog_path=catalog,
+            as_json=as_json,
+            chart=chart,
+            emit=emit,
+            calibrate=calibrate,
+            calibration_out=calibration_out,
+            calibration_audio=calibration_audio,
+        )
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m app.planner.cli ...`
+    app = typer.Typer(add_completion=False)
+    register(app)
+    sys.exit(app())

@@ -1,0 +1,50 @@
+"""Named input sets. ``seed-example`` reproduces the seed product page's example answer.
+
+The seed page's Capacity Planner example reads "1 STT GPU and 1 LLM GPU, about $1,340
+a month self-hosted against $3,850 managed". These inputs give that answer with the
+sourced catalog (docs/planner.md explains each one):
+
+* 8,000 recordings a month of 20 minutes each: 160,000 audio minutes, which is
+  $3,840 of Transcribe at the first tier's $0.024/min, plus ~$14 of Claude 3 Haiku.
+* Meetings happen on working days, 10 hours a day, with a peak hour 1.5x the average.
+* Whisper large-v3 and Llama 3.1 8B (BF16) on L4 (g6.xlarge): 6 + 21 GB do not fit one
+  24 GB L4, so each model gets its own GPU, and one of each is enough for the peak.
+* Two g6.xlarge all month ($1,175) plus the fixed platform costs ($175).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "seed-example": {
+        "tasks_per_month": 8000,
+        "avg_minutes": 20,
+        "active_hours_per_day": 10,
+        "active_days_per_month": 22,
+        "peak_factor": 1.5,
+        "target_utilization": 0.7,
+        "gpu": "L4",
+        "stt_model": "whisper-large-v3",
+        "llm_model": "llama-3.1-8b-instruct",
+        "bedrock_model": "claude-3-haiku",
+        "packing": "auto",
+        "spot_share": 0.0,
+        "always_on": True,
+        "include_fixed_costs": True,
+    },
+}
+
+# What the seed page states for its example, for the +/-10% check.
+SEED_EXPECTED = {
+    "stt_gpus": 1,
+    "llm_gpus": 1,
+    "self_hosted_monthly_usd": 1340.0,
+    "managed_monthly_usd": 3850.0,
+}
+
+
+def preset_inputs(name: str) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise KeyError(name)
+    return dict(PRESETS[name])

@@ -1,0 +1,312 @@
+// Capacity planner page: form -> POST /v1/plan -> results and an inline SVG chart.
+// No libraries, no network beyond this server.
+(function () {
+  "use strict";
+
+  var form = document.getElementById("plan-form");
+  var SVG_NS = "http://www.w3.org/2000/svg";
+  var presets = {};
+  var seq = 0;       // requests sent
+  var shown = 0;     // newest request whose answer is on screen
+  var timer = null;
+
+  function $(id) { return document.getElementById(id); }
+  function money(x) {
+    if (x === null || x === undefined) return "–";
+    var digits = Math.abs(x) < 10 ? 2 : 0;
+    return "$" + Number(x).toLocaleString("en-US", { minimumFractionDigits: digits, maximumFractionDigits: digits });
+  }
+  function num(x, d) {
+    return Number(x).toLocaleString("en-US", { maximumFractionDigits: d === undefined ? 2 : d });
+  }
+  function setText(id, text) { $(id).textContent = text; }
+
+  function fields() { return form.querySelectorAll("[name]"); }
+
+  function fillForm(values) {
+    fields().forEach(function (el) {
+      if (!(el.name in values)) return;
+      var v = values[el.name];
+      if (el.type === "checkbox") el.checked = !!v;
+      else el.value = (v === null || v === undefined) ? "" : String(v);
+    });
+  }
+
+  function readForm() {
+    var body = {};
+    fields().forEach(function (el) {
+      var kind = el.dataset.kind;
+      if (kind === "bool") { body[el.name] = el.checked; return; }
+      var raw = el.value.trim();
+      if (kind === "str") { body[el.name] = raw; return; }
+      if (raw === "") {
+        // a number input holding text the browser cannot parse also reads as ""
+        if (el.validity && el.validity.badInput) body[el.name] = "not a number";
+        else if (!el.dataset.optional) body[el.name] = null;
+        return;
+      }
+      body[el.name] = Number(raw);
+    });
+    Object.keys(body).forEach(function (k) { if (body[k] === null) delete body[k]; });
+    return body;
+  }
+
+  function clearErrors() {
+    form.querySelectorAll(".field-error").forEach(function (e) { e.textContent = ""; });
+    form.querySelectorAll("[aria-invalid]").forEach(function (e) { e.removeAttribute("aria-invalid"); });
+    setText("form-error", "");
+  }
+
+  function showError(err) {
+    var field = err && err.field ? String(err.field).split(".")[0] : null;
+    var slot = field ? $("err-" + field) : null;
+    var message = err && err.message ? err.message : "request failed";
+    if (slot) {
+      // keep only the part of a multi-error message about this field
+      var mine = message.split("; ").filter(function (m) { return m.indexOf(field + ":") === 0; });
+      slot.textContent = (mine.length ? mine.join("; ") : message);
+      var input = $(field);
+      if (input) input.setAttribute("aria-invalid", "true");
+    } else {
+      setText("form-error", message);
+    }
+  }
+
+  function schedule() {
+    if (timer) clearTimeout(timer);
+    timer = setTimeout(submit, 250);
+  }
+
+  function submit() {
+    timer = null;
+    var mySeq = ++seq;
+    document.body.dataset.state = "loading";
+    fetch("/v1/plan", {
+      method: "POST",
+      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      body: JSON.stringify(readForm()),
+    }).then(function (resp) {
+      return resp.json().then(function (data) { return { ok: resp.ok, data: data }; },
+        function () { return { ok: false, data: { error: { message: "HTTP " + resp.status } } }; });
+    }).then(function (r) {
+      if (mySeq < shown) return; // a newer answer is already on screen
+      shown = mySeq;
+      clearErrors();
+      if (r.ok) {
+        render(r.data);
+        document.body.dataset.state = "ok";
+      } else {
+        showError(r.data && r.data.error);
+        document.body.dataset.state = "error";
+      }
+      document.body.dataset.planSeq = String(mySeq);
+    }).catch(function (e) {
+      shown = mySeq;
+      setText("form-error", "Cannot reach the planner API: " + e);
+      document.body.dataset.state = "error";
+      document.body.dataset.planSeq = String(mySeq);
+    });
+  }
+
+  function itemsTable(id, breakdown) {
+    var t = $(id);
+    t.innerHTML = "";
+    var head = t.insertRow();
+    ["Item", "Quantity", "Unit price", "Monthly"].forEach(function (h, i) {
+      var th = document.createElement("th");
+      th.textContent = h;
+      if (i) th.className = "num";
+      head.appendChild(th);
+    });
+    breakdown.line_items.forEach(function (it) {
+      var row = t.insertRow();
+      var c = row.insertCell(); c.textContent = it.name; if (it.source) c.title = "source: " + it.source;
+      c = row.insertCell(); c.className = "num"; c.textContent = num(it.quantity) + " " + it.unit;
+      c = row.insertCell(); c.className = "num"; c.textContent = "$" + Number(it.unit_usd).toPrecision(4).replace(/\.?0+$/, "");
+      c = row.insertCell(); c.className = "num"; c.textContent = money(it.monthly_usd);
+    });
+    var total = t.insertRow();
+    total.className = "total";
+    total.insertCell().textContent = "Total";
+    total.insertCell();
+    var per = total.insertCell(); per.className = "num"; per.textContent = money(breakdown.per_task_usd) + "/task";
+    var m = total.insertCell(); m.className = "num"; m.textContent = money(breakdown.monthly_usd);
+  }
+
+  function adviceText(a) {
+    var lines = ["deployments:"];
+    Object.keys(a.deployments).forEach(function (k) {
+      var r = a.deployments[k];
+      lines.push("  " + k + ": {min_replicas: " + r.min_replicas + ", max_replicas: " + r.max_replicas + "}");
+    });
+    lines.push("worker_groups:");
+    Object.keys(a.worker_groups).forEach(function (k) {
+      var r = a.worker_groups[k];
+      lines.push("  " + k + ": {min_replicas: " + r.min_replicas + ", max_replicas: " + r.max_replicas + "}");
+    });
+    lines.push("gpu_type: " + a.gpu_type);
+    return lines.join("\n");
+  }
+
+  function render(p) {
+    var s = p.sizing;
+    setText("out-stt-gpus", String(s.stt_gpus));
+    setText("out-llm-gpus", String(s.llm_gpus));
+    setText("out-layout", (s.chosen === "packed"
+      ? s.total_gpus + " shared " + p.gpu.name + " GPU(s), Whisper + LLM at 0.5 + 0.5. "
+      : s.total_gpus + " dedicated " + p.gpu.name + " GPU(s). ") + s.note);
+    setText("out-self", money(p.self_hosted.monthly_usd) + "/mo");
+    setText("out-self-task", money(p.self_hosted.per_task_usd) + " per task · " + p.gpu.instance_type);
+    setText("out-managed", money(p.managed.monthly_usd) + "/mo");
+    setText("out-managed-task", money(p.managed.per_task_usd) + " per task · Transcribe + " + p.bedrock_model);
+    var co = p.crossover;
+    setText("out-crossover", co.status === "found" ? num(co.tasks_per_month, 0) + " tasks/mo"
+      : co.status === "always_cheaper" ? "from the first task" : "none");
+    var sv = p.savings_monthly_usd;
+    setText("out-savings", (sv >= 0 ? "Self-hosting saves " : "Managed saves ") + money(Math.abs(sv))
+      + "/mo (" + num(Math.abs(p.savings_pct), 1) + "%). " + co.message);
+    itemsTable("self-items", p.self_hosted);
+    itemsTable("managed-items", p.managed);
+    setText("advice", adviceText(p.replica_advice));
+    var ul = $("sources");
+    ul.innerHTML = "";
+    Object.keys(p.sources).forEach(function (id) {
+      var src = p.sources[id];
+      var li = document.createElement("li");
+      li.textContent = id + ": " + src.title + " (as of " + src.as_of + ")" + (src.url ? " " + src.url : "");
+      ul.appendChild(li);
+    });
+    var notes = $("notes");
+    notes.innerHTML = "";
+    p.notes.forEach(function (n) {
+      var li = document.createElement("li");
+      li.textContent = n;
+      notes.appendChild(li);
+    });
+    drawChart(p);
+  }
+
+  function el(name, attrs, text) {
+    var e = document.createElementNS(SVG_NS, name);
+    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+
+  function niceTicks(max, n) {
+    if (!(max > 0)) return [0];
+    var raw = max / n;
+    var mag = Math.pow(10, Math.floor(Math.log10(raw)));
+    var step = [1, 2, 2.5, 5, 10].map(function (m) { return m * mag; })
+      .filter(function (s) { return s >= raw; })[0];
+    var ticks = [];
+    for (var v = 0; v <= max + 1e-9; v += step) ticks.push(v);
+    return ticks;
+  }
+
+  function short(v) {
+    if (v >= 1e9) return num(v / 1e9, 1) + "B";
+    if (v >= 1e6) return num(v / 1e6, 1) + "M";
+    if (v >= 1e3) return num(v / 1e3, 1) + "k";
+    return num(v, 0);
+  }
+
+  function drawChart(p) {
+    var W = 760, H = 380, L = 78, R = 20, T = 34, B = 48;
+    var c = p.curve;
+    var xs = c.tasks_per_month;
+    var xmax = xs[xs.length - 1];
+    var ymax = Math.max.apply(null, c.self_hosted_usd.concat(c.managed_usd)) * 1.08;
+    var xt = niceTicks(xmax, 6), yt = niceTicks(ymax, 5);
+    xmax = Math.max(xmax, xt[xt.length - 1]);
+    ymax = Math.max(ymax, yt[yt.length - 1]);
+    function X(v) { return L + (W - L - R) * v / xmax; }
+    function Y(v) { return H - B - (H - T - B) * v / ymax; }
+    var svg = el("svg", { viewBox: "0 0 " + W + " " + H, role: "img",
+      "aria-label": "Monthly cost against task volume", "data-testid": "chart-svg" });
+    svg.appendChild(el("rect", { x: 0, y: 0, width: W, height: H, fill: "#fff" }));
+    yt.forEach(function (v) {
+      svg.appendChild(el("line", { x1: L, x2: W - R, y1: Y(v), y2: Y(v), stroke: "#eaeef2" }));
+      svg.appendChild(el("text", { x: L - 6, y: Y(v) + 4, "text-anchor": "end", "font-size": 11, fill: "#59636e" }, "$" + short(v)));
+    });
+    xt.forEach(function (v) {
+      svg.appendChild(el("line", { x1: X(v), x2: X(v), y1: H - B, y2: H - B + 4, stroke: "#59636e" }));
+      svg.appendChild(el("text", { x: X(v), y: H - B + 17, "text-anchor": "middle", "font-size": 11, fill: "#59636e" }, short(v)));
+    });
+    svg.appendChild(el("line", { x1: L, x2: W - R, y1: H - B, y2: H - B, stroke: "#59636e" }));
+    svg.appendChild(el("line", { x1: L, x2: L, y1: T, y2: H - B, stroke: "#59636e" }));
+    svg.appendChild(el("text", { x: (L + W - R) / 2, y: H - 8, "text-anchor": "middle", "font-size": 12 }, "tasks per month"));
+    svg.appendChild(el("text", { x: 14, y: (T + H - B) / 2, "text-anchor": "middle", "font-size": 12,
+      transform: "rotate(-90 14 " + (T + H - B) / 2 + ")" }, "USD per month"));
+
+    function path(ys) {
+      return xs.map(function (x, i) { return (i ? "L" : "M") + X(x).toFixed(1) + "," + Y(ys[i]).toFixed(1); }).join(" ");
+    }
+    svg.appendChild(el("path", { d: path(c.managed_usd), fill: "none", stroke: "#d1242f", "stroke-width": 2.2, "data-series": "managed" }));
+    svg.appendChild(el("path", { d: path(c.self_hosted_usd), fill: "none", stroke: "#1f6feb", "stroke-width": 2.2, "data-series": "self-hosted" }));
+
+    var v = p.inputs.tasks_per_month;
+    if (v <= xmax) {
+      svg.appendChild(el("line", { x1: X(v), x2: X(v), y1: T, y2: H - B, stroke: "#8250df", "stroke-dasharray": "2 3" }));
+      svg.appendChild(el("text", { x: X(v) + 4, y: T + 10, "font-size": 11, fill: "#8250df" }, "your volume"));
+    }
+    var co = p.crossover;
+    if (co.status === "found" && co.tasks_per_month <= xmax) {
+      var cx = X(co.tasks_per_month), cy = Y(co.self_hosted_usd);
+      svg.appendChild(el("line", { x1: cx, x2: cx, y1: T, y2: H - B, stroke: "#444", "stroke-dasharray": "6 4", "data-testid": "crossover-line" }));
+      svg.appendChild(el("circle", { cx: cx, cy: cy, r: 5, fill: "#444", "data-testid": "crossover-marker" }));
+      var right = cx < W - 200;
+      svg.appendChild(el("text", { x: cx + (right ? 8 : -8), y: cy - 10, "text-anchor": right ? "start" : "end",
+        "font-size": 12, "font-weight": 600 }, "crossover " + num(co.tasks_per_month, 0) + " tasks/mo"));
+    }
+    // legend
+    svg.appendChild(el("line", { x1: L + 10, x2: L + 34, y1: 16, y2: 16, stroke: "#1f6feb", "stroke-width": 3 }));
+    svg.appendChild(el("text", { x: L + 40, y: 20, "font-size": 12 }, "self-hosted (" + p.gpu.name + ", " + p.sizing.chosen + ")"));
+    svg.appendChild(el("line", { x1: L + 260, x2: L + 284, y1: 16, y2: 16, stroke: "#d1242f", "stroke-width": 3 }));
+    svg.appendChild(el("text", { x: L + 290, y: 20, "font-size": 12 }, "managed (Transcribe + " + p.bedrock_model + ")"));
+    var box = $("chart");
+    box.innerHTML = "";
+    box.appendChild(svg);
+  }
+
+  function fillSelect(id, names) {
+    var sel = $(id);
+    sel.innerHTML = "";
+    names.forEach(function (n) {
+      var o = document.createElement("option");
+      o.value = n; o.textContent = n;
+      sel.appendChild(o);
+    });
+  }
+
+  function init(options) {
+    presets = options.presets || {};
+    fillSelect("gpu", Object.keys(options.gpus).map(function (g) { return g; }));
+    Array.prototype.forEach.call($("gpu").options, function (o) {
+      var g = options.gpus[o.value];
+      o.textContent = o.value + " (" + g.instance_type + ", " + g.vram_gb + " GB, $" + g.on_demand_usd_per_hour + "/h)";
+    });
+    fillSelect("stt_model", Object.keys(options.stt_models));
+    fillSelect("llm_model", Object.keys(options.llm_models));
+    fillSelect("bedrock_model", options.bedrock_models);
+    fillForm(options.defaults);
+    fillForm(presets["seed-example"] || {});
+    form.addEventListener("input", schedule);
+    form.addEventListener("change", schedule);
+    form.addEventListener("submit", function (e) { e.preventDefault(); submit(); });
+    $("load-seed").addEventListener("click", function () {
+      fillForm(options.defaults);
+      fillForm(presets["seed-example"] || {});
+      submit();
+    });
+    submit();
+  }
+
+  fetch("/v1/plan/options").then(function (r) {
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    return r.json();
+  }).then(init).catch(function (e) {
+    setText("form-error", "Cannot load planner options: " + e);
+    document.body.dataset.state = "error";
+  });
+})();

@@ -1,0 +1,157 @@
+"""POST /v1/plan and friends over real HTTP (FastAPI TestClient) with the project's errors."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from app.errors import install_error_handlers
+from app.planner.api import _load, router
+
+HOURS, L4_HOURLY = 730, 0.8048
+FIXED = 0.10 * 730 + 0.1008 * 730 + 0.016 * 730 + 0.115 * 20 + 0.016 * 730 + 0.023 * 100
+
+
+@pytest.fixture()
+def client(monkeypatch):
+    monkeypatch.delenv("AIPP_PLANNER_CATALOG", raising=False)
+    _load.cache_clear()
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(router)
+    with TestClient(app) as c:
+        yield c
+    _load.cache_clear()
+
+
+def test_plan_seed_example_over_http(client):
+    options = client.get("/v1/plan/options").json()
+    body = options["presets"]["seed-example"]
+    r = client.post("/v1/plan", json=body)
+    assert r.status_code == 200
+    data = r.json()
+    assert data["sizing"]["stt_gpus"] == 1 and data["sizing"]["llm_gpus"] == 1
+    assert data["self_hosted"]["monthly_usd"] == pytest.approx(1340, rel=0.10)
+    assert data["managed"]["monthly_usd"] == pytest.approx(3850, rel=0.10)
+    assert data["crossover"]["status"] == "found"
+    assert data["replica_advice"]["gpu_type"] == "L4"
+    assert set(data["replica_advice"]["deployments"]) == {"Transcriber", "Summarizer", "Ingress"}
+    curve = data["curve"]
+    assert (
+        len(curve["tasks_per_month"]) == len(curve["self_hosted_usd"]) == len(curve["managed_usd"])
+    )
+    assert curve["tasks_per_month"] == sorted(curve["tasks_per_month"])
+    assert data["sources"]["aws-transcribe"]["url"].startswith("https://aws.amazon.com/")
+
+
+def test_plan_small_workload_by_hand(client):
+    r = client.post("/v1/plan", json={"tasks_per_month": 100, "avg_minutes": 10})
+    assert r.status_code == 200
+    data = r.json()
+    assert data["self_hosted"]["monthly_usd"] == pytest.approx(2 * HOURS * L4_HOURLY + FIXED)
+    names = [i["name"] for i in data["self_hosted"]["line_items"]]
+    assert names[0].startswith("GPU nodes on-demand (g6.xlarge, 2 x L4)")
+    assert "Kubernetes control plane (EKS)" in names
+    assert data["cheaper"] == "managed"
+
+
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"tasks_per_month": 0, "avg_minutes": 5}, "tasks_per_month"),
+        ({"tasks_per_month": -10, "avg_minutes": 5}, "tasks_per_month"),
+        ({"tasks_per_month": 2_000_000_000, "avg_minutes": 5}, "tasks_per_month"),
+        ({"tasks_per_month": 1.5, "avg_minutes": 5}, "tasks_per_month"),
+        ({"avg_minutes": 5}, "tasks_per_month"),
+        ({"tasks_per_month": 10, "avg_minutes": -1}, "avg_minutes"),
+        ({"tasks_per_month": 10, "avg_minutes": "lots"}, "avg_minutes"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "spot_share": 2}, "spot_share"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "packing": "maybe"}, "packing"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "gpu": "V100"}, "gpu"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "stt_model": "x"}, "stt_model"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "llm_model": "x"}, "llm_model"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "bedrock_model": "x"}, "bedrock_model"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "packing": "packed"}, "packing"),
+    ],
+)
+def test_422_names_the_field(client, body, field):
+    r = client.post("/v1/plan", json=body)
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request"
+    assert err["field"] == field
+    assert field in err["message"]
+
+
+def test_nan_in_json_is_rejected(client):
+    r = client.post(
+        "/v1/plan",
+        content=b'{"tasks_per_month": 10, "avg_minutes": NaN}',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["field"] == "avg_minutes"
+
+
+def test_malformed_json_body(client):
+    r = client.post("/v1/plan", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 422
+    assert r.json()["error"]["code"] == "invalid_request"
+
+
+def test_bad_catalog_env_is_a_500_in_the_error_shape(client, tmp_path, monkeypatch):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("gpus: [oops")
+    monkeypatch.setenv("AIPP_PLANNER_CATALOG", str(bad))
+    r = client.post("/v1/plan", json={"tasks_per_month": 10, "avg_minutes": 5})
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "catalog_invalid"
+    assert "not valid YAML" in r.json()["error"]["message"]
+
+
+def test_catalog_env_override_changes_prices(client, tmp_path, monkeypatch):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("gpus:\n  L4:\n    on_demand_usd_per_hour: 2.0\n")
+    monkeypatch.setenv("AIPP_PLANNER_CATALOG", str(mine))
+    r = client.post("/v1/plan", json={"tasks_per_month": 100, "avg_minutes": 10})
+    assert r.status_code == 200
+    assert r.json()["gpu"]["on_demand_usd_per_hour"] == 2.0
+    assert r.json()["self_hosted"]["line_items"][0]["monthly_usd"] == pytest.approx(2 * 730 * 2.0)
+
+
+def test_options_and_catalog(client):
+    o = client.get("/v1/plan/options").json()
+    assert set(o["gpus"]) == {"T4", "A10G", "L4", "L40S", "A100", "H100"}
+    assert "T4" not in o["llm_models"]["llama-3.1-8b-instruct"]
+    assert "claude-3-haiku" in o["bedrock_models"]
+    assert o["defaults"]["gpu"] == "L4" and "tasks_per_month" not in o["defaults"]
+    cat = client.get("/v1/plan/catalog").json()
+    assert cat["managed"]["transcribe"]["minimum_billed_seconds"] == 15
+
+
+def test_openapi_shows_the_schemas(client):
+    spec = client.get("/openapi.json").json()
+    post = spec["paths"]["/v1/plan"]["post"]
+    assert post["requestBody"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/PlanInput"
+    )
+    assert "422" in post["responses"]
+    props = spec["components"]["schemas"]["PlanInput"]["properties"]
+    assert props["tasks_per_month"]["maximum"] == 1_000_000_000
+    assert "PlanResult" in spec["components"]["schemas"]
+    assert "/planner" not in spec["paths"]
+
+
+def test_page_and_assets_are_served(client):
+    page = client.get("/planner")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<script src="/planner/planner.js">' in page.text
+    assert "http://" not in page.text.replace("http://www.w3.org", "")  # nothing remote
+    js = client.get("/planner/planner.js")
+    assert js.status_code == 200 and "javascript" in js.headers["content-type"]
+    assert "/v1/plan" in js.text
+    css = client.get("/planner/planner.css")
+    assert css.status_code == 200 and "text/css" in css.headers["content-type"]
+    assert client.get("/planner/nothing.js").status_code == 404
+    assert client.get("/planner/nothing.js").json()["error"]["code"] == "not_found"

@@ -1,0 +1,170 @@
+"""The /planner page in headless Chromium: load, change inputs, see numbers and chart change.
+
+Needs Debian's Chromium at /usr/bin/chromium and the ``playwright`` Python package
+(its own browser download is not used). Skipped, with how to install, where either
+is missing. A screenshot is saved under tests/artifacts/.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+from fastapi import FastAPI
+
+from app.errors import install_error_handlers
+from app.planner.api import _load, router
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def _skip_reason() -> str | None:
+    if not os.path.exists(CHROMIUM):
+        return (
+            f"no Chromium at {CHROMIUM}: install it with "
+            "`apt-get update && apt-get install -y chromium` (and `pip install playwright`)"
+        )
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return (
+            "the playwright Python package is missing: `pip install playwright` "
+            "(Chromium itself comes from `apt-get install chromium`)"
+        )
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def base_url():
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    os.environ.pop("AIPP_PLANNER_CATALOG", None)
+    _load.cache_clear()
+    app = FastAPI()
+    install_error_handlers(app)
+    app.include_router(router)
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    for _ in range(400):  # wait for the socket; not a timing assertion
+        if server.started or not thread.is_alive():
+            break
+        time.sleep(0.025)
+    if not server.started:
+        pytest.fail("uvicorn did not start")
+    yield f"http://127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+def _money(text: str) -> float:
+    m = re.search(r"\$([\d,]+(?:\.\d+)?)", text)
+    assert m, text
+    return float(m.group(1).replace(",", ""))
+
+
+def _wait_plan(page, after: int, state: str = "ok") -> int:
+    page.wait_for_function(
+        "([after, state]) => Number(document.body.dataset.planSeq) > after"
+        " && document.body.dataset.state === state",
+        arg=[after, state],
+    )
+    return int(page.get_attribute("body", "data-plan-seq"))
+
+
+def test_planner_page_updates_results_and_chart(base_url):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 1100})
+            remote: list[str] = []
+            page.on(
+                "request",
+                lambda req: (
+                    remote.append(req.url)
+                    if not req.url.startswith(base_url) and not req.url.startswith("data:")
+                    else None
+                ),
+            )
+            page.goto(f"{base_url}/planner")
+            seq = _wait_plan(page, 0)
+
+            # The page opens on the seed example: 1 + 1 GPUs, ~$1,350 vs ~$3,854.
+            assert page.input_value("#tasks_per_month") == "8000"
+            assert page.text_content("#out-stt-gpus") == "1"
+            assert page.text_content("#out-llm-gpus") == "1"
+            self_1 = _money(page.text_content("#out-self"))
+            managed_1 = _money(page.text_content("#out-managed"))
+            assert self_1 == pytest.approx(1340, rel=0.1)
+            assert managed_1 == pytest.approx(3850, rel=0.1)
+            assert "2,802" in page.text_content("#out-crossover")
+            assert page.locator('[data-testid="crossover-marker"]').count() == 1
+            path_1 = page.get_attribute('[data-series="managed"]', "d")
+            cross_1 = page.get_attribute('[data-testid="crossover-line"]', "x1")
+            assert "deployments:" in page.text_content("#advice")
+
+            # Change the volume: more GPUs, higher costs, a redrawn chart; no reload.
+            page.evaluate("window.__same_document = true")
+            page.fill("#tasks_per_month", "60000")
+            seq = _wait_plan(page, seq)
+            assert page.evaluate("window.__same_document") is True
+            assert int(page.text_content("#out-stt-gpus")) > 1
+            assert _money(page.text_content("#out-managed")) > managed_1
+            assert _money(page.text_content("#out-self")) > self_1
+            assert page.get_attribute('[data-series="managed"]', "d") != path_1
+            assert page.get_attribute('[data-testid="crossover-line"]', "x1") != cross_1
+
+            # An invalid value: the API's 422 names the field; the message sits next to it.
+            page.fill("#tasks_per_month", "-5")
+            seq = _wait_plan(page, seq, "error")
+            err = page.text_content("#err-tasks_per_month")
+            assert "tasks_per_month" in err and "greater than 0" in err
+            assert page.get_attribute("#tasks_per_month", "aria-invalid") == "true"
+            assert page.text_content("#err-avg_minutes") == ""
+
+            # Fix it; the message goes away. Then pick another GPU from the list.
+            page.fill("#tasks_per_month", "8000")
+            seq = _wait_plan(page, seq)
+            assert page.text_content("#err-tasks_per_month") == ""
+            assert page.get_attribute("#tasks_per_month", "aria-invalid") is None
+            page.select_option("#gpu", "L40S")
+            seq = _wait_plan(page, seq)
+            assert "L40S" in page.text_content("#out-layout")
+            assert "g6e.xlarge" in page.text_content("#out-self-task")
+
+            page.screenshot(path=str(ARTIFACTS / "planner.png"), full_page=True)
+            assert (ARTIFACTS / "planner.png").stat().st_size > 10_000
+            assert remote == []  # the page loads nothing from outside this server
+        finally:
+            browser.close()
