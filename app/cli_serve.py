@@ -71,10 +71,13 @@ def register(cli: typer.Typer) -> None:
         if not cfg_path.is_file():
             _fail(f"serve config '{cfg_path}' does not exist")
         models = preflight(settings)
-        extra_env = _prepare_state(settings)
-        cfg = runner.prepare_config(
-            runner.load_config(cfg_path, gpu=gpu), settings, runner.forwarded_env(extra_env)
-        )
+        if update:
+            # Keep the running app's env (e.g. the embedded Redis URL) and change only what
+            # this shell sets explicitly, so replicas restart only when something changed.
+            env = {**runner.deployed_env(settings), **runner.forwarded_env()}
+        else:
+            env = runner.forwarded_env(_prepare_state(settings))
+        cfg = runner.prepare_config(runner.load_config(cfg_path, gpu=gpu), settings, env)
         if update:
             runner.deploy(cfg, settings)
             runner.wait_running(settings)
@@ -126,8 +129,10 @@ def register(cli: typer.Typer) -> None:
         settings = Settings()
         with console.status("checking models (assembling the bundled GGUF the first time)…"):
             names = preflight(settings)
-        console.print(f"[green]models ready:[/] STT {names['stt']}, LLM {names['llm']} "
-                      f"({settings.llm_engine}); cache {settings.cache_dir}")
+        console.print(
+            f"[green]models ready:[/] STT {names['stt']}, LLM {names['llm']} "
+            f"({settings.llm_engine}); cache {settings.cache_dir}"
+        )
 
     @cli.command("settings")
     def settings_table(markdown: bool = typer.Option(False, help="Print a Markdown table.")):
@@ -149,10 +154,33 @@ def register(cli: typer.Typer) -> None:
         console.print(table)
 
 
+_EMBEDDED: list = []  # keeps the embedded Redis handle alive for the process
+
+
 def _prepare_state(settings: Settings) -> dict[str, str]:
-    """Hook for the state layer: returns env vars replicas need (e.g. the embedded Redis URL)."""
+    """Migrate the database and, unless AIPP_REDIS_URL is set, start an embedded Redis.
+
+    Returns the env vars the replicas need on top of this process's AIPP_* ones.
+    """
+    from app.db.migrate import upgrade
+
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    return {}
+    env = {"AIPP_DATA_DIR": str(settings.data_dir)}
+    try:
+        upgrade(settings.effective_database_url)
+    except Exception as exc:  # unreachable server, bad URL, wrong credentials
+        _fail(f"cannot migrate the database ({exc}) (fix the setting AIPP_DATABASE_URL)")
+    if not settings.redis_url:
+        from app.redis_state.embedded import start_embedded_redis
+
+        try:
+            server = start_embedded_redis(settings.data_dir / "redis", die_with_parent=True)
+        except Exception as exc:
+            _fail(f"cannot start the embedded Redis ({exc}); set AIPP_REDIS_URL instead")
+        _EMBEDDED.append(server)
+        env["AIPP_REDIS_URL"] = server.url
+        console.print(f"[dim]embedded Redis at {server.url}[/]")
+    return env
 
 
 def _block_until_signal() -> None:
@@ -167,15 +195,21 @@ def _block_until_signal() -> None:
         time.sleep(0.5)
 
 
-def _summarize_request(file: Path, url: str, language: str | None, api_key: str | None,
-                       timeout: float, quiet: bool) -> dict:
+def _summarize_request(
+    file: Path, url: str, language: str | None, api_key: str | None, timeout: float, quiet: bool
+) -> dict:
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     data = {"language": language} if language else {}
     try:
         with console.status(f"transcribing and summarizing {file.name}…") if not quiet else _null():
             with file.open("rb") as f:
-                resp = httpx.post(f"{url.rstrip('/')}/v1/summarize", files={"file": (file.name, f)},
-                                  data=data, headers=headers, timeout=timeout)
+                resp = httpx.post(
+                    f"{url.rstrip('/')}/v1/summarize",
+                    files={"file": (file.name, f)},
+                    data=data,
+                    headers=headers,
+                    timeout=timeout,
+                )
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}")
     if resp.status_code >= 400:
@@ -198,9 +232,13 @@ class _null:
 def _print_result(result: dict) -> None:
     tr = result["transcript"]
     sm = result["summary"]
-    console.print(Panel(tr["text"] or "[dim](no speech)[/]",
-                        title=f"Transcript · {tr['language']} · {tr['duration_s']:.1f}s",
-                        expand=False))
+    console.print(
+        Panel(
+            tr["text"] or "[dim](no speech)[/]",
+            title=f"Transcript · {tr['language']} · {tr['duration_s']:.1f}s",
+            expand=False,
+        )
+    )
     body = f"{sm['summary']}\n"
     if sm["key_points"]:
         body += "\n[bold]Key points[/]\n" + "\n".join(f"• {p}" for p in sm["key_points"])

@@ -23,9 +23,14 @@ class Pipeline:
         self.transcriber = transcriber
         self.summarizer = summarizer
 
-    async def transcribe(self, audio: bytes, options: dict | None = None) -> TranscribeOutput:
+    async def transcribe(
+        self, audio: bytes, options: dict | None = None, task_id: str | None = None
+    ) -> TranscribeOutput:
         try:
-            return await self.transcriber.transcribe.remote(audio, options or {})
+            opts = dict(options or {})
+            if task_id:
+                opts["task_id"] = task_id  # for log lines and progress events
+            return await self.transcriber.transcribe.remote(audio, opts)
         except RayTaskError as exc:
             cause = unwrap(exc)
             if isinstance(cause, AudioError):
@@ -41,12 +46,13 @@ class Pipeline:
         language: str | None = None,
         instruction: str | None = None,
         on_stage=None,
+        task_id: str | None = None,
     ) -> SummarizeResult:
         """Both stages; ``on_stage(name)`` is awaited before each (for task state and events)."""
         t0 = time.perf_counter()
         if on_stage is not None:
             await on_stage("transcribing")
-        stt = await self.transcribe(audio, {"language": language} if language else None)
+        stt = await self.transcribe(audio, {"language": language} if language else None, task_id)
         if on_stage is not None:
             await on_stage("summarizing")
         llm = await self.summarize(stt.transcript.text, instruction)

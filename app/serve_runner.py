@@ -100,6 +100,13 @@ def serve_details(settings: Settings) -> dict:
     return _client(settings).get_serve_details()
 
 
+def deployed_env(settings: Settings) -> dict[str, str]:
+    """The env vars the running application was deployed with (empty if none is running)."""
+    app = (serve_details(settings).get("applications") or {}).get(APP_NAME) or {}
+    config = app.get("deployed_app_config") or {}
+    return dict((config.get("runtime_env") or {}).get("env_vars") or {})
+
+
 def wait_running(settings: Settings, timeout_s: float = 600, on_tick=None) -> dict:
     """Block until the app is RUNNING; raise with Serve's own message if it fails."""
     deadline = time.monotonic() + timeout_s

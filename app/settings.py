@@ -98,6 +98,33 @@ class Settings(BaseSettings):
         None, description="fsspec URL for audio blobs; unset means `<data_dir>/blobs`."
     )
 
+    # --- Tasks ------------------------------------------------------------------
+    worker_concurrency: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description="Tasks one Ingress replica processes at once; the rest wait in the database.",
+    )
+    task_lease_s: float = Field(
+        30.0, gt=1, description="A running task's lease; a dead worker's task is re-claimed after."
+    )
+    task_max_attempts: int = Field(3, ge=1, le=20, description="Tries before a task fails.")
+    task_retry_backoff_s: float = Field(2.0, gt=0, description="First retry delay (doubles).")
+    worker_poll_s: float = Field(0.5, gt=0, description="How often idle workers look for tasks.")
+    cache_ttl_s: int = Field(7 * 86400, ge=60, description="How long results stay cached.")
+    rate_limit_per_s: float = Field(
+        5.0, gt=0, description="Sustained submissions per second per API key (token bucket)."
+    )
+    rate_limit_burst: int = Field(50, ge=1, description="Burst size of the token bucket.")
+    webhook_max_attempts: int = Field(5, ge=1, le=20, description="Webhook delivery tries.")
+    webhook_backoff_s: float = Field(1.0, gt=0, description="First webhook retry delay.")
+    url_fetch_timeout_s: float = Field(60.0, gt=0, description="Cap on downloading `audio_url`.")
+    url_allow: list[str] = Field(
+        default_factory=list,
+        description="Hosts/CIDRs that `audio_url` and webhooks may reach although private "
+        '(JSON list, e.g. `["127.0.0.1"]`).',
+    )
+
     # --- HTTP -------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address the HTTP proxy binds.")
     port: int = Field(8000, ge=1, le=65535, description="HTTP port.")

@@ -41,33 +41,43 @@ def machine() -> str:
 
 def start_service(tmp: Path) -> tuple[str, object]:
     sys.path.insert(0, str(REPO))
-    from tests.cluster_fixtures import RayCluster, free_port, start_service  # noqa: E402
-
     import subprocess
+
+    from tests.cluster_fixtures import RayCluster, free_port, start_service  # noqa: E402
 
     port, dash = free_port(), free_port()
     temp_dir = Path(f"/tmp/aipp-bench-{os.getpid()}")
     env = dict(os.environ, RAY_AUTH_MODE="token")
     subprocess.run(
-        [str(Path(sys.executable).parent / "ray"), "start", "--head", f"--port={port}",
-         "--node-ip-address=127.0.0.1", "--include-dashboard=true",
-         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=4",
-         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
-        check=True, env=env, capture_output=True,
+        [
+            str(Path(sys.executable).parent / "ray"),
+            "start",
+            "--head",
+            f"--port={port}",
+            "--node-ip-address=127.0.0.1",
+            "--include-dashboard=true",
+            "--dashboard-host=127.0.0.1",
+            f"--dashboard-port={dash}",
+            "--num-cpus=4",
+            f"--temp-dir={temp_dir}",
+            "--disable-usage-stats",
+        ],
+        check=True,
+        env=env,
+        capture_output=True,
     )
     cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
     svc, proc = start_service(cluster, tmp / "data", {}, tmp / "serve.log")
-    return svc.url, (proc, env)
+    return svc.url, (proc, temp_dir)
 
 
 def stop_service(handle) -> None:
-    import subprocess
+    from tests.cluster_fixtures import stop_cluster
 
-    proc, env = handle
+    proc, temp_dir = handle
     proc.terminate()
     proc.wait(timeout=60)
-    subprocess.run([str(Path(sys.executable).parent / "ray"), "stop", "--force"], env=env,
-                   capture_output=True)
+    stop_cluster(temp_dir)
 
 
 def time_service(url: str, clip: bytes, name: str, runs: int) -> list[float]:
@@ -138,8 +148,10 @@ def main() -> None:
             "service_s": [round(x, 3) for x in svc],
         }
         results["clips"][name] = row
-        print(f"{name:20s} direct {row['direct_median_s']:7.3f}s  service "
-              f"{row['service_median_s']:7.3f}s  ratio {row['ratio']:.3f}")
+        print(
+            f"{name:20s} direct {row['direct_median_s']:7.3f}s  service "
+            f"{row['service_median_s']:7.3f}s  ratio {row['ratio']:.3f}"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))
     print(f"machine: {results['machine']}\nwritten: {args.out}")

@@ -1,4 +1,9 @@
-"""Ingress deployment: the FastAPI app, holding handles to the model deployments."""
+"""Ingress deployment: the FastAPI app, holding handles to the model deployments.
+
+Each replica also runs a task worker (see app/worker.py): uploads wait in the
+database and replicas claim them with leases, so autoscaling the Ingress also
+scales how many tasks are in flight.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from ray.serve.handle import DeploymentHandle
 
 from app.api.main import create_app
 from app.pipeline import Pipeline
+from app.services import Services
+from app.settings import get_settings
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1})
@@ -14,7 +21,8 @@ from app.pipeline import Pipeline
 class Ingress:
     def __init__(self, transcriber: DeploymentHandle, summarizer: DeploymentHandle) -> None:
         self.pipeline = Pipeline(transcriber, summarizer)
+        self.services = Services.from_settings(get_settings())
 
     def __serve_build_asgi_app__(self):
         # Built on the replica, after __init__, so routes reach the handles directly.
-        return create_app(self.pipeline)
+        return create_app(self.pipeline, self.services)

@@ -47,11 +47,18 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
     port, dash = free_port(), free_port()
     env = dict(os.environ, RAY_AUTH_MODE="token")
     cmd = [
-        str(BIN / "ray"), "start", "--head",
-        f"--port={port}", "--node-ip-address=127.0.0.1",
-        "--include-dashboard=true", "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}",
+        str(BIN / "ray"),
+        "start",
+        "--head",
+        f"--port={port}",
+        "--node-ip-address=127.0.0.1",
+        "--include-dashboard=true",
+        "--dashboard-host=127.0.0.1",
+        f"--dashboard-port={dash}",
         # Logical CPUs: Serve replicas and batch actors share 2 physical cores here.
-        "--num-cpus=8", f"--temp-dir={temp_dir}", "--disable-usage-stats",
+        "--num-cpus=8",
+        f"--temp-dir={temp_dir}",
+        "--disable-usage-stats",
     ]
     subprocess.run(cmd, check=True, env=env, capture_output=True, timeout=180)
     cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
@@ -63,8 +70,31 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
         except httpx.HTTPError:
             time.sleep(1)
     yield cluster
-    subprocess.run([str(BIN / "ray"), "stop", "--force"], env=env, capture_output=True,
-                   timeout=120)
+    stop_cluster(temp_dir)
+
+
+def stop_cluster(temp_dir: Path) -> None:
+    """Stop only this cluster's processes (`ray stop` would stop every cluster on the host)."""
+    import psutil
+
+    mine = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(temp_dir) in part for part in proc.info["cmdline"] or []):
+                mine.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for proc in mine:
+        try:
+            proc.terminate()
+        except psutil.NoSuchProcess:
+            pass
+    _, alive = psutil.wait_procs(mine, timeout=15)
+    for proc in alive:
+        try:
+            proc.kill()
+        except psutil.NoSuchProcess:
+            pass
     shutil.rmtree(temp_dir, ignore_errors=True)
 
 
@@ -77,22 +107,32 @@ class Service:
     log: Path
 
 
-def start_service(cluster: RayCluster, data_dir: Path, extra_env: dict[str, str],
-                  log: Path, timeout_s: float = 600) -> tuple[Service, subprocess.Popen]:
+def start_service(
+    cluster: RayCluster,
+    data_dir: Path,
+    extra_env: dict[str, str],
+    log: Path,
+    timeout_s: float = 600,
+) -> tuple[Service, subprocess.Popen]:
     port = free_port()
     dash_port = int(cluster.dashboard_url.rsplit(":", 1)[1])
     env = cluster.env()
-    env.update({
-        "AIPP_DATA_DIR": str(data_dir),
-        "AIPP_PORT": str(port),
-        "AIPP_DASHBOARD_PORT": str(dash_port),
-        "AIPP_AUTH": "off",
-    })
+    env.update(
+        {
+            "AIPP_DATA_DIR": str(data_dir),
+            "AIPP_PORT": str(port),
+            "AIPP_DASHBOARD_PORT": str(dash_port),
+            "AIPP_AUTH": "off",
+        }
+    )
     env.update(extra_env)
     logf = log.open("w")
     proc = subprocess.Popen(
         [str(BIN / "aipp"), "serve", "--address", cluster.gcs_address],
-        env=env, stdout=logf, stderr=subprocess.STDOUT, cwd=REPO,
+        env=env,
+        stdout=logf,
+        stderr=subprocess.STDOUT,
+        cwd=REPO,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

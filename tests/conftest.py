@@ -1,9 +1,10 @@
-"""Session-wide real servers: one Ray head, one `aipp serve` on it (plus PostgreSQL and Redis)."""
+"""Session-wide real servers: one Ray head, one `aipp serve` on it, its Redis and database."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytest_plugins = ["tests.cluster_fixtures", "tests.fixtures_state"]
@@ -18,12 +19,64 @@ def data_dir() -> Path:
 
 
 @pytest.fixture(scope="session")
-def service(ray_cluster, tmp_path_factory):
-    """The Serve app as a user runs it: `aipp serve`, joined to the session's Ray head."""
+def service_redis(tmp_path_factory):
+    """The service's own Redis, which tests may stop and start (see RedisHandle)."""
+    from tests.servers import start_redis
+
+    url, stop, handle = start_redis(tmp_path_factory.mktemp("service-redis"))
+    yield handle
+    stop()
+
+
+@pytest.fixture(scope="session")
+def service(ray_cluster, service_redis, tmp_path_factory):
+    """The Serve app as a user runs it: `aipp serve`, joined to the session's Ray head.
+
+    Auth is on (keys come from `api_key`), one task at a time per replica (so queued
+    states are observable), short leases and backoffs (so crash recovery is quick), and
+    127.0.0.1 allowed for audio_url/webhook receivers that tests run.
+    """
     from tests.cluster_fixtures import start_service, stop_service
 
     root = tmp_path_factory.mktemp("service")
-    env = {"AIPP_MAX_UPLOAD_MB": "8"}
+    env = {
+        "AIPP_AUTH": "on",
+        "AIPP_MAX_UPLOAD_MB": "8",
+        "AIPP_REDIS_URL": service_redis.url,
+        "AIPP_WORKER_CONCURRENCY": "1",
+        "AIPP_TASK_LEASE_S": "6",
+        "AIPP_TASK_RETRY_BACKOFF_S": "0.5",
+        "AIPP_WEBHOOK_BACKOFF_S": "0.2",
+        "AIPP_URL_ALLOW": '["127.0.0.1"]',
+        "AIPP_RATE_LIMIT_PER_S": "2",
+        "AIPP_RATE_LIMIT_BURST": "60",
+    }
     svc, proc = start_service(ray_cluster, root / "data", env, root / "serve.log")
     yield svc
     stop_service(proc)
+
+
+def make_key(service, tenant: str) -> str:
+    """A real API key in the service's database (what `aipp keys create` does)."""
+    from app.db.engine import make_engine
+    from app.db.keys import create_key
+
+    engine = make_engine(f"sqlite:///{service.data_dir / 'aipp.db'}")
+    try:
+        plaintext, _ = create_key(engine, tenant)
+    finally:
+        engine.dispose()
+    return plaintext
+
+
+@pytest.fixture(scope="session")
+def api_key(service) -> str:
+    return make_key(service, "tests")
+
+
+@pytest.fixture(scope="session")
+def client(service, api_key):
+    """An HTTP client for the service, authenticated as the `tests` tenant."""
+    with httpx.Client(base_url=service.url, timeout=600,
+                      headers={"Authorization": f"Bearer {api_key}"}) as c:
+        yield c

@@ -18,9 +18,8 @@ def normalize(text: str) -> str:
     return re.sub(r"[^a-z ]+", "", text.lower()).replace("  ", " ")
 
 
-def post_file(service, name: str, data: bytes, **form) -> httpx.Response:
-    return httpx.post(f"{service.url}/v1/summarize", files={"file": (name, data)}, data=form,
-                      timeout=600)
+def post_file(client: httpx.Client, name: str, data: bytes, **form) -> httpx.Response:
+    return client.post("/v1/summarize", files={"file": (name, data)}, data=form)
 
 
 def assert_summary_shape(body: dict) -> None:
@@ -32,8 +31,8 @@ def assert_summary_shape(body: dict) -> None:
     assert body["timings"]["total_s"] >= body["timings"]["transcribe_s"] > 0
 
 
-def test_jfk_transcript_and_summary(service, data_dir):
-    resp = post_file(service, "jfk.flac", (data_dir / "jfk.flac").read_bytes())
+def test_jfk_transcript_and_summary(client, data_dir):
+    resp = post_file(client, "jfk.flac", (data_dir / "jfk.flac").read_bytes())
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert JFK_PHRASE in normalize(body["transcript"]["text"])
@@ -51,16 +50,16 @@ def test_jfk_transcript_and_summary(service, data_dir):
     "name, expect_words",
     [("stereo_diarization.wav", "curtain"), ("multilingual.mp3", "permission")],
 )
-def test_other_formats(service, data_dir, name, expect_words):
-    resp = post_file(service, name, (data_dir / name).read_bytes())
+def test_other_formats(client, data_dir, name, expect_words):
+    resp = post_file(client, name, (data_dir / name).read_bytes())
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert expect_words in normalize(body["transcript"]["text"])
     assert_summary_shape(body)
 
 
-def test_no_speech_is_not_an_error(service, data_dir):
-    resp = post_file(service, "no_speech.wav", (data_dir / "no_speech.wav").read_bytes())
+def test_no_speech_is_not_an_error(client, data_dir):
+    resp = post_file(client, "no_speech.wav", (data_dir / "no_speech.wav").read_bytes())
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["transcript"]["text"] == ""
@@ -87,42 +86,46 @@ BAD_INPUTS = [
     ("missing_file", None, 422, "missing_file"),
     ("empty", b"", 422, "empty_file"),
     ("png", _png(), 422, "unsupported_media"),
-    ("text", b"this is plainly not audio, just some words in a text file\n" * 20, 422,
-     "unsupported_media"),
+    (
+        "text",
+        b"this is plainly not audio, just some words in a text file\n" * 20,
+        422,
+        "unsupported_media",
+    ),
     ("claims_hours", _flac_claiming(6 * 3600), 413, "audio_too_long"),
 ]
 
 
 @pytest.mark.parametrize("case, payload, status, code", BAD_INPUTS, ids=[c[0] for c in BAD_INPUTS])
-def test_bad_input_gets_clear_4xx(service, case, payload, status, code):
+def test_bad_input_gets_clear_4xx(client, case, payload, status, code):
     if payload is None:
-        resp = httpx.post(f"{service.url}/v1/summarize", data={"language": "en"}, timeout=60)
+        resp = client.post("/v1/summarize", data={"language": "en"})
     else:
-        resp = post_file(service, f"{case}.wav", payload)
+        resp = post_file(client, f"{case}.wav", payload)
     assert resp.status_code == status, resp.text
     error = resp.json()["error"]
     assert error["code"] == code
     assert error["message"]
 
 
-def test_truncated_and_corrupt_audio(service, data_dir):
+def test_truncated_and_corrupt_audio(client, data_dir):
     jfk = (data_dir / "jfk.flac").read_bytes()
-    truncated = post_file(service, "cut.flac", jfk[: len(jfk) // 4])
+    truncated = post_file(client, "cut.flac", jfk[: len(jfk) // 4])
     assert truncated.status_code == 422
     assert truncated.json()["error"]["code"] == "audio_truncated"
-    corrupt = post_file(service, "corrupt.flac", jfk[:200] + bytes(range(256)) * 300)
+    corrupt = post_file(client, "corrupt.flac", jfk[:200] + bytes(range(256)) * 300)
     assert corrupt.status_code == 422
     assert corrupt.json()["error"]["code"] in {"audio_decode_failed", "unsupported_media"}
 
 
-def test_upload_over_size_limit(service):
+def test_upload_over_size_limit(client):
     # The service under test runs with AIPP_MAX_UPLOAD_MB=8.
-    resp = post_file(service, "big.wav", b"\0" * (9 * 1024 * 1024))
+    resp = post_file(client, "big.wav", b"\0" * (9 * 1024 * 1024))
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "file_too_large"
 
 
-def test_sync_duration_limit(service):
+def test_sync_duration_limit(client):
     # 12 minutes of silence is over the sync limit (10 min) but under the async one.
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
@@ -130,29 +133,29 @@ def test_sync_duration_limit(service):
         w.setsampwidth(1)
         w.setframerate(8000)
         w.writeframes(b"\x80" * 8000 * 60 * 12)
-    resp = post_file(service, "long.wav", buf.getvalue())
+    resp = post_file(client, "long.wav", buf.getvalue())
     assert resp.status_code == 413
     assert resp.json()["error"]["code"] == "audio_too_long"
 
 
-def test_service_still_serves_after_bad_input(service, data_dir):
-    post_file(service, "junk.wav", b"junk")
-    resp = post_file(service, "hotwords.mp3", (data_dir / "hotwords.mp3").read_bytes())
+def test_service_still_serves_after_bad_input(client, data_dir):
+    post_file(client, "junk.wav", b"junk")
+    resp = post_file(client, "hotwords.mp3", (data_dir / "hotwords.mp3").read_bytes())
     assert resp.status_code == 200
     assert resp.json()["transcript"]["text"]
 
 
-def test_health_ready_and_docs(service):
-    assert httpx.get(f"{service.url}/healthz").json() == {"status": "ok"}
-    ready = httpx.get(f"{service.url}/readyz", timeout=30).json()
+def test_health_ready_and_docs(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
     assert ready["status"] == "ready"
     assert ready["models"]["stt"]["device"] == "cpu"
     assert ready["models"]["llm"]["engine"] == "llama_cpp"
-    spec = httpx.get(f"{service.url}/openapi.json").json()
-    assert "/v1/summarize" in spec["paths"]
-    assert httpx.get(f"{service.url}/docs").status_code == 200
+    spec = client.get("/openapi.json").json()
+    assert "/v1/summarize" in spec["paths"] and "/v1/tasks" in spec["paths"]
+    assert client.get("/docs").status_code == 200
 
 
-def test_request_id_is_echoed(service):
-    resp = httpx.get(f"{service.url}/healthz", headers={"X-Request-ID": "abc-123"})
+def test_request_id_is_echoed(client):
+    resp = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert resp.headers["x-request-id"] == "abc-123"

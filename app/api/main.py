@@ -1,28 +1,43 @@
-"""Build the FastAPI app: routers, error handlers, request ids."""
+"""Build the FastAPI app: routers, error handlers, request ids, the task worker's lifetime."""
 
 from __future__ import annotations
 
 import uuid
+from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
 from app import __version__
 from app.errors import install_error_handlers
 from app.pipeline import Pipeline
-from app.settings import get_settings
+from app.services import Services
+from app.worker import TaskWorker
 
 
-def create_app(pipeline: Pipeline) -> FastAPI:
-    from app.api import routes_core
+def create_app(pipeline: Pipeline, services: Services) -> FastAPI:
+    from app.api import routes_core, routes_openai, routes_tasks
+    from app.planner.api import router as planner_router
+
+    worker = TaskWorker(services, pipeline)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        # Serve runs the ASGI lifespan on each replica: the worker loop lives as long as it.
+        worker.start()
+        yield
+        await worker.stop()
 
     api = FastAPI(
         title="AI Processing Platform",
         version=__version__,
         description="Audio in, transcript and structured summary out. Ray Serve on CPU or GPU.",
         docs_url="/docs",
+        lifespan=lifespan,
     )
     api.state.pipeline = pipeline
-    api.state.settings = get_settings()
+    api.state.services = services
+    api.state.settings = services.settings
+    api.state.worker = worker
     install_error_handlers(api)
 
     @api.middleware("http")
@@ -34,10 +49,7 @@ def create_app(pipeline: Pipeline) -> FastAPI:
         return await call_next(request)
 
     api.include_router(routes_core.router)
-    try:  # BOOTSTRAP-GUARD: removed once the planner lands
-        from app.planner.api import router as planner_router
-
-        api.include_router(planner_router)
-    except ImportError:
-        pass
+    api.include_router(routes_tasks.router)
+    api.include_router(routes_openai.router)
+    api.include_router(planner_router)
     return api

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
 
-from app.api.uploads import check_audio, read_upload
-from app.audio import AudioError
+from app.api.deps import principal, services_of, worker_of
+from app.api.submit import TaskOptions, rate_limit, submit
+from app.auth import Principal
+from app.db.models import TaskSource
 from app.errors import APIError
 from app.schemas import SummarizeResult
 
@@ -33,22 +35,70 @@ async def readyz(request: Request):
     return {"status": "ready", "models": models}
 
 
+# Status codes for task failures that the synchronous call reports as 4xx/5xx.
+_FAILURE_STATUS = {
+    "audio_too_long": 413,
+    "transient_error": 503,
+    "worker_lost": 503,
+    "internal_error": 500,
+}
+
+
 @router.post(
     "/v1/summarize",
     response_model=SummarizeResult,
     tags=["summarize"],
-    summary="Transcribe and summarize a short clip synchronously",
-    responses={413: {"description": "Too large or too long"}, 422: {"description": "Bad audio"}},
+    summary="Transcribe and summarize a short clip synchronously (same task path as /v1/tasks)",
+    responses={
+        413: {"description": "Too large or too long"},
+        422: {"description": "Bad audio"},
+        429: {"description": "Rate limited"},
+        503: {"description": "Overloaded"},
+    },
 )
 async def summarize(
     request: Request,
+    response: Response,
     file: UploadFile | None = File(None, description="Audio in any format FFmpeg reads."),
     language: str | None = Form(None, description="ISO-639-1 code; detected when omitted."),
+    instruction: str | None = Form(None, description="Extra summary instruction."),
+    caller: Principal = Depends(principal),
 ) -> SummarizeResult:
-    settings = request.app.state.settings
-    data = await read_upload(file, settings)
-    check_audio(data, settings.sync_max_audio_minutes)
-    try:
-        return await request.app.state.pipeline.run(data, language=language)
-    except AudioError as exc:
-        raise APIError(exc.status_code, exc.code, exc.message) from None
+    services = services_of(request)
+    worker = worker_of(request)
+    rate_limit(services, caller, response)
+    options = TaskOptions(language=language, instruction=instruction)
+    if file is None:
+        raise APIError(422, "missing_file", "the multipart field 'file' is required")
+    sub = await submit(
+        request,
+        services,
+        caller,
+        options,
+        file,
+        source=TaskSource.SYNC,
+        max_minutes=services.settings.sync_max_audio_minutes,
+        models=await worker.models(),
+    )
+    task = sub.task
+    if task.status == "queued":
+        worker.wake()
+    elif not sub.replayed:
+        await worker.announce_finished(task)
+    timeout = services.settings.sync_max_audio_minutes * 60 * 3 + 60
+    task = await worker.wait_for(task.id, timeout)
+    response.headers["X-Task-ID"] = task.id if task else ""
+    if task is None:
+        raise APIError(410, "task_deleted", "the task was deleted while it ran")
+    if task.status == "succeeded":
+        return SummarizeResult.model_validate(task.result)
+    if task.status in ("queued", "transcribing", "summarizing"):
+        raise APIError(
+            504,
+            "timeout",
+            f"still {task.status}; follow /v1/tasks/{task.id}",
+            headers={"Location": f"/v1/tasks/{task.id}"},
+        )
+    code = task.error_code or task.status
+    status = _FAILURE_STATUS.get(code, 422 if task.status == "failed" else 409)
+    raise APIError(status, code, task.error_message or f"the task was {task.status}")

@@ -25,7 +25,9 @@ async def read_upload(file: UploadFile | None, settings: Settings) -> bytes:
 
 def _too_large(settings: Settings) -> APIError:
     return APIError(
-        413, "file_too_large", f"the upload is larger than the limit of {settings.max_upload_mb:g} MiB"
+        413,
+        "file_too_large",
+        f"the upload is larger than the limit of {settings.max_upload_mb:g} MiB",
     )
 
 

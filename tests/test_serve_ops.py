@@ -1,0 +1,137 @@
+"""Operating the Serve app live: in-place config updates and queue-length autoscaling."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import copy
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import DATA
+
+pytestmark = pytest.mark.serve
+
+REPO = Path(__file__).resolve().parent.parent
+BASE_CONFIG = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+AIPP = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "aipp"
+
+
+def serve_app(service) -> dict:
+    from app.serve_runner import serve_details
+    from app.settings import Settings
+
+    os.environ["RAY_AUTH_MODE"] = "token"
+    return serve_details(Settings(dashboard_port=service.dashboard_port))["applications"]["aipp"]
+
+
+def running_replicas(service, deployment: str) -> int:
+    replicas = serve_app(service)["deployments"][deployment]["replicas"]
+    return sum(1 for r in replicas if r["state"] == "RUNNING")
+
+
+def deployment_of(config: dict, name: str) -> dict:
+    return next(d for d in config["applications"][0]["deployments"] if d["name"] == name)
+
+
+def apply_config(service, config: dict, tmp_path: Path) -> None:
+    """`aipp serve --update`: the operator's way to change a running service in place."""
+    path = tmp_path / f"serve-{time.monotonic_ns()}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run([str(AIPP), "serve", "--update", "--config", str(path)],
+                          env=service.env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.fixture
+def restore_config(service, tmp_path):
+    yield
+    apply_config(service, BASE_CONFIG, tmp_path)
+
+
+def test_config_update_drops_no_request(service, client, tmp_path, restore_config):
+    prompt = "You summarize speech for busy executives. Be brief. Reply in JSON."
+    changed = copy.deepcopy(BASE_CONFIG)
+    deployment_of(changed, "Summarizer")["user_config"] = {"system_prompt": prompt}
+    deployment_of(changed, "Transcriber")["autoscaling_config"]["max_replicas"] = 3
+
+    stop = threading.Event()
+    outcomes: list[int | str] = []
+    clip = (DATA / "hotwords.mp3").read_bytes()
+
+    def steady_reads() -> None:
+        while not stop.is_set():
+            try:
+                outcomes.append(client.get("/readyz", timeout=30).status_code)
+            except httpx.HTTPError as exc:
+                outcomes.append(type(exc).__name__)
+            time.sleep(0.05)
+
+    def steady_transcriptions() -> None:
+        while not stop.is_set():
+            try:
+                r = client.post("/v1/audio/transcriptions", timeout=120,
+                                files={"file": ("h.mp3", clip)}, data={"model": "whisper-1"})
+                outcomes.append(r.status_code)
+            except httpx.HTTPError as exc:
+                outcomes.append(type(exc).__name__)
+
+    threads = [threading.Thread(target=steady_reads), threading.Thread(target=steady_transcriptions)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(2)
+        apply_config(service, changed, tmp_path)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            ready = client.get("/readyz", timeout=30).json()
+            if ready["models"]["llm"]["system_prompt"] == prompt:
+                break
+            time.sleep(0.5)
+        assert ready["models"]["llm"]["system_prompt"] == prompt
+        time.sleep(2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=180)
+    assert len(outcomes) > 20
+    assert [o for o in outcomes if o != 200] == []
+    auto = serve_app(service)["deployments"]["Transcriber"]["deployment_config"]
+    assert auto["autoscaling_config"]["max_replicas"] == 3
+
+
+def test_transcriber_scales_with_queue_length(service, client, tmp_path, restore_config):
+    config = copy.deepcopy(BASE_CONFIG)
+    deployment_of(config, "Transcriber")["autoscaling_config"].update(
+        {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
+         "upscale_delay_s": 1, "downscale_delay_s": 5}
+    )
+    apply_config(service, config, tmp_path)
+    assert running_replicas(service, "Transcriber") == 1
+
+    clip = (DATA / "multilingual.mp3").read_bytes()
+    seen = [1]
+
+    def transcribe(i: int) -> int:
+        r = client.post("/v1/audio/transcriptions", timeout=600,
+                        files={"file": (f"burst-{i}.mp3", clip)}, data={"model": "whisper-1"})
+        return r.status_code
+
+    with cf.ThreadPoolExecutor(6) as pool:
+        futures = [pool.submit(transcribe, i) for i in range(6)]
+        while not all(f.done() for f in futures):
+            seen.append(running_replicas(service, "Transcriber"))
+            time.sleep(1)
+        assert [f.result() for f in futures] == [200] * 6
+    assert max(seen) == 2, f"Transcriber never scaled up: {seen}"
+
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and running_replicas(service, "Transcriber") != 1:
+        time.sleep(2)
+    assert running_replicas(service, "Transcriber") == 1
