@@ -15,21 +15,12 @@ cli = typer.Typer(
 def _register_subcommands() -> None:
     # Each layer owns its commands; importing lazily keeps `aipp --help` fast.
     from app import cli_keys, cli_serve
+    from app.planner import cli as planner_cli
+    from cluster import cli as cluster_cli
+    from pipelines import cli as batch_cli
 
-    cli_serve.register(cli)
-    cli_keys.register(cli)
-    try:
-        from app.planner import cli as planner_cli
-    except ImportError:  # pragma: no cover - during bootstrap only
-        planner_cli = None
-    if planner_cli is not None:
-        planner_cli.register(cli)
-    try:
-        from cluster import cli as cluster_cli
-    except ImportError:  # pragma: no cover
-        cluster_cli = None
-    if cluster_cli is not None:
-        cluster_cli.register(cli)
+    for module in (cli_serve, cli_keys, planner_cli, cluster_cli, batch_cli):
+        module.register(cli)
 
 
 def main() -> None:

@@ -195,38 +195,52 @@ def _block_until_signal() -> None:
         time.sleep(0.5)
 
 
+def _raise_for_error(resp: httpx.Response) -> None:
+    if resp.status_code < 400:
+        return
+    try:
+        err = resp.json()["error"]
+        message = f"{resp.status_code} {err['code']}: {err['message']}"
+    except (ValueError, KeyError, TypeError):
+        message = f"HTTP {resp.status_code}: {resp.text[:300]}"
+    _fail(message)
+
+
 def _summarize_request(
     file: Path, url: str, language: str | None, api_key: str | None, timeout: float, quiet: bool
 ) -> dict:
+    """Submit a task, follow its live events (SSE) with a progress bar, then fetch the result."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     data = {"language": language} if language else {}
     try:
-        with console.status(f"transcribing and summarizing {file.name}…") if not quiet else _null():
+        with httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=timeout) as http:
             with file.open("rb") as f:
-                resp = httpx.post(
-                    f"{url.rstrip('/')}/v1/summarize",
-                    files={"file": (file.name, f)},
-                    data=data,
-                    headers=headers,
-                    timeout=timeout,
-                )
+                resp = http.post("/v1/tasks", files={"file": (file.name, f)}, data=data)
+            _raise_for_error(resp)
+            task_id = resp.json()["id"]
+            columns = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
+            with Progress(*columns, console=err_console, disable=quiet, transient=True) as bar:
+                job = bar.add_task(f"{file.name}: queued", total=1.0)
+                with http.stream("GET", f"/v1/tasks/{task_id}/events") as events:
+                    for line in events.iter_lines():
+                        if not line.startswith("data:"):
+                            continue
+                        event = json.loads(line[5:])
+                        status = event.get("status", "")
+                        progress = event.get("progress") or {}
+                        done = {"summarizing": 0.9, "succeeded": 1.0}.get(status, 0.0)
+                        if status == "transcribing" and progress.get("total_s"):
+                            done = 0.9 * progress["transcribed_s"] / progress["total_s"]
+                        bar.update(job, completed=done, description=f"{file.name}: {status}")
+            task = http.get(f"/v1/tasks/{task_id}").json()
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}")
-    if resp.status_code >= 400:
-        try:
-            err = resp.json()["error"]
-            _fail(f"{resp.status_code} {err['code']}: {err['message']}")
-        except (ValueError, KeyError, TypeError):
-            _fail(f"HTTP {resp.status_code}: {resp.text[:300]}")
-    return resp.json()
-
-
-class _null:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
+    if task.get("status") != "succeeded":
+        error = task.get("error") or {}
+        _fail(f"task {task_id} {task.get('status')}: {error.get('code')}: {error.get('message')}")
+    return task["result"]
 
 
 def _print_result(result: dict) -> None:

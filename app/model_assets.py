@@ -192,8 +192,9 @@ def resolve_llm_model(engine: str, spec: str, cache_dir: Path) -> ResolvedModel:
         local = path.exists()
         if spec.startswith((".", "/", "~")) and not local:
             raise ModelError(setting, f"model directory '{spec}' does not exist")
-        return ResolvedModel(name=path.name if local else spec, path=str(path) if local else spec,
-                             local=local)
+        return ResolvedModel(
+            name=path.name if local else spec, path=str(path) if local else spec, local=local
+        )
     # openai: the remote model name; nothing to check on disk.
     if spec.startswith(BUNDLED_PREFIX):
         raise ModelError(setting, "the openai engine needs the remote model's name")

@@ -37,8 +37,10 @@ class Pipeline:
                 raise cause from None
             raise
 
-    async def summarize(self, text: str, instruction: str | None = None) -> SummarizeOutput:
-        return await self.summarizer.summarize.remote(text, instruction)
+    async def summarize(
+        self, text: str, instruction: str | None = None, task_id: str | None = None
+    ) -> SummarizeOutput:
+        return await self.summarizer.summarize.remote(text, instruction, task_id=task_id)
 
     async def run(
         self,
@@ -55,7 +57,7 @@ class Pipeline:
         stt = await self.transcribe(audio, {"language": language} if language else None, task_id)
         if on_stage is not None:
             await on_stage("summarizing")
-        llm = await self.summarize(stt.transcript.text, instruction)
+        llm = await self.summarize(stt.transcript.text, instruction, task_id)
         return SummarizeResult(
             transcript=stt.transcript,
             summary=llm.summary,

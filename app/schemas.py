@@ -18,6 +18,13 @@ class Segment(BaseModel):
     end: float
     text: str
     words: list[Word] | None = None
+    # Decoder statistics, as OpenAI's verbose_json reports them.
+    seek: int | None = None
+    tokens: list[int] | None = None
+    temperature: float | None = None
+    avg_logprob: float | None = None
+    compression_ratio: float | None = None
+    no_speech_prob: float | None = None
 
 
 class Transcript(BaseModel):

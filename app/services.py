@@ -36,6 +36,10 @@ class Services:
 
     @classmethod
     def from_settings(cls, settings: Settings, migrate: bool = True) -> Services:
+        from app import metrics
+        from app.redis_state import degrade
+
+        degrade.on_degraded = metrics.record_degraded  # Redis outages show on the dashboard
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         url = settings.effective_database_url
         if migrate:

@@ -9,7 +9,7 @@ import numpy as np
 
 from app.audio import SAMPLE_RATE, decode
 from app.model_assets import ModelError, resolve_stt_model
-from app.schemas import Segment, Transcript, TranscribeOutput, Word
+from app.schemas import Segment, TranscribeOutput, Transcript, Word
 from app.settings import Settings
 
 
@@ -58,7 +58,9 @@ class SpeechToText:
                 model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads
             )
         except Exception as exc:  # corrupt files, wrong format, no network for a hub id
-            raise ModelError("AIPP_STT_MODEL", f"cannot load Whisper model '{model_path}': {exc}")
+            raise ModelError(
+                "AIPP_STT_MODEL", f"cannot load Whisper model '{model_path}': {exc}"
+            ) from exc
         self.multilingual = bool(self.model.model.is_multilingual)
 
     @classmethod
@@ -99,13 +101,28 @@ class SpeechToText:
             words = None
             if opts.word_timestamps and seg.words:
                 words = [
-                    Word(start=round(w.start, 3), end=round(w.end, 3), word=w.word,
-                         probability=round(w.probability, 4))
+                    Word(
+                        start=round(w.start, 3),
+                        end=round(w.end, 3),
+                        word=w.word,
+                        probability=round(w.probability, 4),
+                    )
                     for w in seg.words
                 ]
             segments.append(
-                Segment(id=i, start=round(seg.start, 3), end=round(seg.end, 3),
-                        text=seg.text.strip(), words=words)
+                Segment(
+                    id=i,
+                    start=round(seg.start, 3),
+                    end=round(seg.end, 3),
+                    text=seg.text.strip(),
+                    words=words,
+                    seek=seg.seek,
+                    tokens=list(seg.tokens),
+                    temperature=seg.temperature,
+                    avg_logprob=round(seg.avg_logprob, 4),
+                    compression_ratio=round(seg.compression_ratio, 4),
+                    no_speech_prob=round(seg.no_speech_prob, 4),
+                )
             )
             if on_progress is not None:
                 on_progress(min(seg.end, duration), duration)

@@ -207,7 +207,10 @@ class TaskWorker:
                     on_stage=on_stage,
                     task_id=task.id,
                 )
-                payload = result.model_dump(mode="json")
+                # Token ids are for verbose_json clients, not worth storing with every task.
+                payload = result.model_dump(
+                    mode="json", exclude={"transcript": {"segments": {"__all__": {"tokens"}}}}
+                )
                 final = await asyncio.to_thread(
                     store.succeed, task.id, wid, payload, duration_s=result.transcript.duration_s
                 )

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-import httpx
-import pytest
+# Ray 2.60 starts local clusters with token auth; clients in this process (ray.init,
+# the dashboard SDK) must know it before Ray is first imported.
+os.environ.setdefault("RAY_AUTH_MODE", "token")
+
+import httpx  # noqa: E402
+import pytest  # noqa: E402
 
 pytest_plugins = ["tests.cluster_fixtures", "tests.fixtures_state"]
 
@@ -56,12 +61,12 @@ def service(ray_cluster, service_redis, tmp_path_factory):
     stop_service(proc)
 
 
-def make_key(service, tenant: str) -> str:
+def make_key(service, tenant: str, database_url: str | None = None) -> str:
     """A real API key in the service's database (what `aipp keys create` does)."""
     from app.db.engine import make_engine
     from app.db.keys import create_key
 
-    engine = make_engine(f"sqlite:///{service.data_dir / 'aipp.db'}")
+    engine = make_engine(database_url or f"sqlite:///{service.data_dir / 'aipp.db'}")
     try:
         plaintext, _ = create_key(engine, tenant)
     finally:
@@ -77,6 +82,7 @@ def api_key(service) -> str:
 @pytest.fixture(scope="session")
 def client(service, api_key):
     """An HTTP client for the service, authenticated as the `tests` tenant."""
-    with httpx.Client(base_url=service.url, timeout=600,
-                      headers={"Authorization": f"Bearer {api_key}"}) as c:
+    with httpx.Client(
+        base_url=service.url, timeout=600, headers={"Authorization": f"Bearer {api_key}"}
+    ) as c:
         yield c

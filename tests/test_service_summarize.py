@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import wave
 
@@ -159,3 +160,40 @@ def test_health_ready_and_docs(client):
 def test_request_id_is_echoed(client):
     resp = client.get("/healthz", headers={"X-Request-ID": "abc-123"})
     assert resp.headers["x-request-id"] == "abc-123"
+
+
+def test_cli_summarize_follows_the_task(service, api_key, data_dir):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    aipp = Path(sys.executable).parent / "aipp"
+    env = dict(os.environ, AIPP_API_KEY=api_key)
+    proc = subprocess.run(
+        [str(aipp), "summarize", str(data_dir / "jfk.flac"), "--url", service.url, "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert JFK_PHRASE in normalize(result["transcript"]["text"])
+    pretty = subprocess.run(
+        [str(aipp), "summarize", str(data_dir / "jfk.flac"), "--url", service.url],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert pretty.returncode == 0 and "Summary" in pretty.stdout
+    down = subprocess.run(
+        [str(aipp), "summarize", str(data_dir / "jfk.flac"), "--url", "http://127.0.0.1:9"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert down.returncode == 2 and "cannot reach" in down.stderr
+    assert "Traceback" not in down.stderr

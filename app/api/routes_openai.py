@@ -2,7 +2,7 @@
 
 Point an OpenAI SDK at ``<service>/v1`` and it works unchanged::
 
-    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="unused-when-auth-is-off")
+    client = OpenAI(base_url="http://127.0.0.1:8000/v1", api_key="aipp_...")  # any when auth is off
     client.audio.transcriptions.create(model="whisper-1", file=open("a.flac", "rb"))
     client.chat.completions.create(model="qwen2.5-0.5b-instruct-q4_k_m", messages=[...])
 
@@ -15,6 +15,9 @@ and 401/429 from auth and rate limiting keep their codes. :class:`OpenAIRoute`
 does the conversion around the whole route handler, dependencies included, so a
 router- or app-level dependency (e.g. API-key auth) raising ``APIError`` or
 ``HTTPException`` is converted too.
+
+Auth and limits are the project's: the caller's API key (``app.api.deps.principal``)
+on every route, and the per-key rate limit on the two POST routes.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any, Literal
 
-from fastapi import APIRouter, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from fastapi.routing import APIRoute
@@ -35,8 +38,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics
+from app.api.deps import principal, services_of
+from app.api.submit import rate_limit
 from app.api.uploads import check_audio, read_upload
 from app.audio import AudioError
+from app.auth import Principal
 from app.errors import APIError
 from app.logs import get_logger
 from app.pipeline import unwrap
@@ -318,7 +324,15 @@ class OpenAIRoute(APIRoute):
         return openai_route_handler
 
 
-router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+def rate_limited(request: Request, caller: Principal = Depends(principal)) -> Principal:
+    """The project's per-key rate limit for work-submitting routes (429 when over)."""
+    rate_limit(services_of(request), caller, None)
+    return caller
+
+
+# Every route needs the caller's API key when auth is on (app.auth; 401 otherwise);
+# the POST routes, which run the models, also count against the key's rate limit.
+router = APIRouter(route_class=OpenAIRoute, tags=["openai"], dependencies=[Depends(principal)])
 
 
 # --- Models ------------------------------------------------------------------------------
@@ -422,6 +436,7 @@ def _verbose_segment(seg: Any, temperature: float) -> dict[str, Any]:
 
 @router.post(
     "/v1/audio/transcriptions",
+    dependencies=[Depends(rate_limited)],
     summary="Transcribe audio (OpenAI-compatible)",
     responses={
         200: {
@@ -691,7 +706,11 @@ def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
     }
 
 
-@router.post("/v1/chat/completions", summary="Chat completion (OpenAI-compatible)")
+@router.post(
+    "/v1/chat/completions",
+    dependencies=[Depends(rate_limited)],
+    summary="Chat completion (OpenAI-compatible)",
+)
 async def create_chat_completion(request: Request, body: ChatCompletionRequest) -> Response:
     if not body.messages:
         raise OpenAIError(
@@ -804,9 +823,16 @@ async def create_chat_completion(request: Request, body: ChatCompletionRequest) 
         usage, reason = usage_now, finish
         try:
             if rest is not None:
-                async for delta in rest:
-                    parts.append(delta)
-                    yield _sse(_chunk(cid, created, model, {"content": delta}, None, include_usage))
+                try:
+                    async for delta in rest:
+                        parts.append(delta)
+                        yield _sse(
+                            _chunk(cid, created, model, {"content": delta}, None, include_usage)
+                        )
+                except (asyncio.CancelledError, GeneratorExit):
+                    # The client went away: stop the replica generating for nobody.
+                    rest.cancel()
+                    raise
             if usage is None:
                 done = await summarizer.count_tokens.remote("".join(parts)) if parts else 0
                 usage = _usage(prompt_tokens, done)

@@ -20,15 +20,21 @@ from app.api.uploads import check_audio, read_upload
 from app.auth import Principal
 from app.db.models import Task, TaskSource
 from app.errors import APIError
+from app.logs import get_logger, log_context
 from app.redis_state.idempotency import MalformedIdempotencyKey, Outcome, fingerprint, validate_key
 from app.services import Services
 from app.ssrf import URLFetchError, check_url, fetch_audio
+
+log = get_logger()
 
 
 class TaskOptions(BaseModel):
     """Options for POST /v1/tasks (form fields with a file, or a JSON body with audio_url)."""
 
-    audio_url: HttpUrl | None = Field(None, description="http(s) URL to fetch the audio from.")
+    # A plain string: the SSRF guard (app/ssrf.py) gives scheme/address errors their own codes.
+    audio_url: str | None = Field(
+        None, max_length=2048, description="http(s) URL to fetch the audio from."
+    )
     language: str | None = Field(None, min_length=2, max_length=8, pattern=r"^[a-zA-Z-]+$")
     webhook_url: HttpUrl | None = Field(None, description="Receives the task when it ends.")
     instruction: str | None = Field(
@@ -218,4 +224,7 @@ async def submit(
         await asyncio.to_thread(
             services.idempotency.complete, principal.tenant_id, idem_key, task.id, token=token
         )
+    with log_context(task_id=task.id):
+        log.info("accepted %s task (%s, %.1fs of audio, status %s)", source.value,
+                 filename or options.audio_url, duration or 0.0, task.status)
     return Submission(task)

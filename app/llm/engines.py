@@ -70,7 +70,9 @@ class LlamaCppEngine:
                 seed=42,
             )
         except Exception as exc:
-            raise ModelError("AIPP_LLM_MODEL", f"llama.cpp cannot load '{model.path}': {exc}")
+            raise ModelError(
+                "AIPP_LLM_MODEL", f"llama.cpp cannot load '{model.path}': {exc}"
+            ) from exc
         # One llama.cpp context is not re-entrant; Serve may call from several threads.
         self._lock = threading.Lock()
 
@@ -161,13 +163,20 @@ class OpenAIEngine:
 
     name = "openai"
 
-    def __init__(self, model: ResolvedModel, base_url: str, api_key: str | None,
-                 context_tokens: int, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self,
+        model: ResolvedModel,
+        base_url: str,
+        api_key: str | None,
+        context_tokens: int,
+        timeout_s: float = 120.0,
+    ) -> None:
         self.model_name = model.name
         self.context_tokens = context_tokens
         headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-        self._client = httpx.Client(base_url=base_url.rstrip("/"), headers=headers,
-                                    timeout=timeout_s)
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s
+        )
 
     def count_tokens(self, text: str) -> int:
         # No tokenizer for a remote model: ~4 characters a token is the usual estimate.
@@ -177,14 +186,20 @@ class OpenAIEngine:
         try:
             resp = self._client.post("/chat/completions", json=body)
         except httpx.HTTPError as exc:
-            raise RuntimeError(f"openai engine: cannot reach {self._client.base_url}: {exc}")
+            raise RuntimeError(
+                f"openai engine: cannot reach {self._client.base_url}: {exc}"
+            ) from exc
         if resp.status_code >= 400:
             raise RuntimeError(f"openai engine: HTTP {resp.status_code}: {resp.text[:300]}")
         return resp.json()
 
     def generate(self, messages, *, max_tokens, temperature, json_schema=None) -> Completion:
-        body: dict = {"model": self.model_name, "messages": messages, "max_tokens": max_tokens,
-                      "temperature": temperature}
+        body: dict = {
+            "model": self.model_name,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
         if json_schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -201,8 +216,13 @@ class OpenAIEngine:
         )
 
     def stream(self, messages, *, max_tokens, temperature) -> Iterator[str]:
-        body = {"model": self.model_name, "messages": messages, "max_tokens": max_tokens,
-                "temperature": temperature, "stream": True}
+        body = {
+            "model": self.model_name,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+            "stream": True,
+        }
         with self._client.stream("POST", "/chat/completions", json=body) as resp:
             if resp.status_code >= 400:
                 raise RuntimeError(f"openai engine: HTTP {resp.status_code}")
@@ -226,5 +246,9 @@ def build_engine(settings: Settings) -> LLMEngine:
     import os
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None
-    return OpenAIEngine(model, settings.openai_base_url, key or os.environ.get("OPENAI_API_KEY"),
-                        settings.llm_context_tokens)
+    return OpenAIEngine(
+        model,
+        settings.openai_base_url,
+        key or os.environ.get("OPENAI_API_KEY"),
+        settings.llm_context_tokens,
+    )

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from app.llm.engines import LLMEngine
-from app.schemas import Summary, SummarizeOutput, summary_json_schema
+from app.schemas import SummarizeOutput, Summary, summary_json_schema
 
 DEFAULT_SYSTEM_PROMPT = (
     "You summarize transcripts of recorded speech (meetings, calls, talks). "
@@ -27,9 +27,7 @@ REDUCE_INSTRUCTION = (
     "The text below is a list of summaries of consecutive parts of one long transcript. "
     "Merge them into one summary of the whole."
 )
-NO_SPEECH = Summary(
-    summary="No speech was detected in the audio.", key_points=[], action_items=[]
-)
+NO_SPEECH = Summary(summary="No speech was detected in the audio.", key_points=[], action_items=[])
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -140,8 +138,9 @@ class TranscriptSummarizer:
             chunks=chunks,
         )
 
-    def _reduce(self, partials: list[Summary], instruction: str | None,
-                stats: SummaryStats) -> Summary:
+    def _reduce(
+        self, partials: list[Summary], instruction: str | None, stats: SummaryStats
+    ) -> Summary:
         reduce_instruction = REDUCE_INSTRUCTION + (f" {instruction}" if instruction else "")
         budget = self.input_budget(reduce_instruction)
         while True:
@@ -152,8 +151,9 @@ class TranscriptSummarizer:
             # Too many partials for one call: reduce them in groups that fit, then again.
             groups = self.split("\n".join(rendered), budget)
             if len(groups) >= len(partials):  # cannot shrink by grouping; keep the gist only
-                partials = [Summary(summary=s.summary, key_points=[], action_items=[])
-                            for s in partials]
+                partials = [
+                    Summary(summary=s.summary, key_points=[], action_items=[]) for s in partials
+                ]
                 continue
             partials = [self._call(g, reduce_instruction, stats) for g in groups]
 
