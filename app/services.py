@@ -51,7 +51,8 @@ class Services:
         if settings.redis_url:
             redis = connect(settings.redis_url)
             aredis = connect_async(settings.redis_url)
-            cache = ResultCache(redis, ttl_s=settings.cache_ttl_s)
+            if settings.cache_enabled:
+                cache = ResultCache(redis, ttl_s=settings.cache_ttl_s)
             idem = IdempotencyStore(redis)
             limiter = RateLimiter(redis)
         else:

@@ -111,6 +111,9 @@ class Settings(BaseSettings):
     task_max_attempts: int = Field(3, ge=1, le=20, description="Tries before a task fails.")
     task_retry_backoff_s: float = Field(2.0, gt=0, description="First retry delay (doubles).")
     worker_poll_s: float = Field(0.5, gt=0, description="How often idle workers look for tasks.")
+    cache_enabled: bool = Field(
+        True, description="Answer repeated audio+options from the Redis result cache."
+    )
     cache_ttl_s: int = Field(7 * 86400, ge=60, description="How long results stay cached.")
     rate_limit_per_s: float = Field(
         5.0, gt=0, description="Sustained submissions per second per API key (token bucket)."

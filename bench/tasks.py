@@ -34,10 +34,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def submissions_per_s(url: str, headers: dict, clip: bytes, clients: int,
-                            per_client: int) -> dict:
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=120,
-                                 limits=httpx.Limits(max_connections=clients)) as http:
+async def submissions_per_s(
+    url: str, headers: dict, clip: bytes, clients: int, per_client: int
+) -> dict:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=120, limits=httpx.Limits(max_connections=clients)
+    ) as http:
+
         async def one_client(i: int) -> list[str]:
             ids = []
             for j in range(per_client):
@@ -50,14 +53,25 @@ async def submissions_per_s(url: str, headers: dict, clip: bytes, clients: int,
         batches = await asyncio.gather(*(one_client(i) for i in range(clients)))
         wall = time.perf_counter() - t0
     ids = [i for b in batches for i in b]
-    return {"accepted": len(ids), "wall_s": round(wall, 2),
-            "per_s": round(len(ids) / wall, 1), "ids": ids}
+    return {
+        "accepted": len(ids),
+        "wall_s": round(wall, 2),
+        "per_s": round(len(ids) / wall, 1),
+        "ids": ids,
+    }
 
 
 def status_reads_wrk(url: str, headers: dict, task_id: str, clients: int, seconds: int) -> dict:
     auth = headers.get("Authorization")
-    cmd = ["wrk", "-t2", f"-c{clients}", f"-d{seconds}s", "--latency",
-           *(["-H", f"Authorization: {auth}"] if auth else []), f"{url}/v1/tasks/{task_id}"]
+    cmd = [
+        "wrk",
+        "-t2",
+        f"-c{clients}",
+        f"-d{seconds}s",
+        "--latency",
+        *(["-H", f"Authorization: {auth}"] if auth else []),
+        f"{url}/v1/tasks/{task_id}",
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
 
     def latency(label: str) -> float:
@@ -67,16 +81,23 @@ def status_reads_wrk(url: str, headers: dict, task_id: str, clients: int, second
 
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"tool": "wrk", "rps": round(rps, 1), "p50_ms": latency("50"),
-            "p99_ms": latency("99"), "errors": int(non2xx.group(1)) if non2xx else 0}
+    return {
+        "tool": "wrk",
+        "rps": round(rps, 1),
+        "p50_ms": latency("50"),
+        "p99_ms": latency("99"),
+        "errors": int(non2xx.group(1)) if non2xx else 0,
+    }
 
 
-async def status_reads_httpx(url: str, headers: dict, task_id: str, clients: int,
-                             seconds: int) -> dict:
+async def status_reads_httpx(
+    url: str, headers: dict, task_id: str, clients: int, seconds: int
+) -> dict:
     latencies: list[float] = []
     errors = 0
-    async with httpx.AsyncClient(base_url=url, headers=headers, timeout=30,
-                                 limits=httpx.Limits(max_connections=clients)) as http:
+    async with httpx.AsyncClient(
+        base_url=url, headers=headers, timeout=30, limits=httpx.Limits(max_connections=clients)
+    ) as http:
         deadline = time.perf_counter() + seconds
 
         async def reader() -> None:
@@ -90,9 +111,13 @@ async def status_reads_httpx(url: str, headers: dict, task_id: str, clients: int
         t0 = time.perf_counter()
         await asyncio.gather(*(reader() for _ in range(clients)))
         wall = time.perf_counter() - t0
-    return {"tool": "httpx", "rps": round(len(latencies) / wall, 1),
-            "p50_ms": round(percentile(latencies, 0.5), 1),
-            "p99_ms": round(percentile(latencies, 0.99), 1), "errors": errors}
+    return {
+        "tool": "httpx",
+        "rps": round(len(latencies) / wall, 1),
+        "p50_ms": round(percentile(latencies, 0.5), 1),
+        "p99_ms": round(percentile(latencies, 0.99), 1),
+        "errors": errors,
+    }
 
 
 def cache_ratio(url: str, headers: dict, runs: int) -> dict:
@@ -109,8 +134,11 @@ def cache_ratio(url: str, headers: dict, runs: int) -> dict:
             hits.append(time.perf_counter() - t0)
             assert resp.json()["cached"], resp.text
     hit = statistics.median(hits)
-    return {"full_run_s": round(full, 3), "cache_hit_median_s": round(hit, 4),
-            "ratio": round(full / hit, 1)}
+    return {
+        "full_run_s": round(full, 3),
+        "cache_hit_median_s": round(hit, 4),
+        "ratio": round(full / hit, 1),
+    }
 
 
 def main() -> None:
@@ -138,14 +166,20 @@ def main() -> None:
         if shutil.which("wrk"):
             reads = status_reads_wrk(url, headers, task_id, args.clients, args.seconds)
         else:
-            reads = asyncio.run(status_reads_httpx(url, headers, task_id, args.clients,
-                                                   args.seconds))
+            reads = asyncio.run(
+                status_reads_httpx(url, headers, task_id, args.clients, args.seconds)
+            )
         cache = cache_ratio(url, headers, runs=20)
     finally:
         if handle is not None:
             stop_service(handle)
-    results = {"machine": machine(), "clients": args.clients, "submissions": subs,
-               "status_reads": reads, "cache": cache}
+    results = {
+        "machine": machine(),
+        "clients": args.clients,
+        "submissions": subs,
+        "status_reads": reads,
+        "cache": cache,
+    }
     print(json.dumps(results, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

@@ -40,33 +40,51 @@ class Summarizer:
         self.summarizer.system_prompt = prompt or DEFAULT_SYSTEM_PROMPT
         logger.info("Summarizer system prompt set (%d chars)", len(self.summarizer.system_prompt))
 
-    def summarize(self, text: str, instruction: str | None = None,
-                  task_id: str | None = None) -> SummarizeOutput:
+    def summarize(
+        self, text: str, instruction: str | None = None, task_id: str | None = None
+    ) -> SummarizeOutput:
         with log_context(task_id=task_id):
             out = self.summarizer.summarize(text, instruction)
             metrics.record_summary(out.summarize_s, out.prompt_tokens, out.completion_tokens)
-            log.info("summarized in %.3fs (%d tokens in, %d out, %d chunks)", out.summarize_s,
-                     out.prompt_tokens, out.completion_tokens, out.chunks)
+            log.info(
+                "summarized in %.3fs (%d tokens in, %d out, %d chunks)",
+                out.summarize_s,
+                out.prompt_tokens,
+                out.completion_tokens,
+                out.chunks,
+            )
         return out
 
-    def chat(self, messages: list[dict], max_tokens: int, temperature: float,
-             json_schema: dict | None = None, task_id: str | None = None) -> Completion:
+    def chat(
+        self,
+        messages: list[dict],
+        max_tokens: int,
+        temperature: float,
+        json_schema: dict | None = None,
+        task_id: str | None = None,
+    ) -> Completion:
         with log_context(task_id=task_id):
             t0 = time.perf_counter()
-            out = self.engine.generate(messages, max_tokens=max_tokens,
-                                       temperature=temperature, json_schema=json_schema)
+            out = self.engine.generate(
+                messages, max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+            )
             elapsed = time.perf_counter() - t0
             metrics.record_chat(elapsed, out.prompt_tokens, out.completion_tokens)
-            log.info("chat completion in %.3fs (%d tokens in, %d out, %s)", elapsed,
-                     out.prompt_tokens, out.completion_tokens, out.finish_reason)
+            log.info(
+                "chat completion in %.3fs (%d tokens in, %d out, %s)",
+                elapsed,
+                out.prompt_tokens,
+                out.completion_tokens,
+                out.finish_reason,
+            )
         return out
 
-    def chat_stream(self, messages: list[dict], max_tokens: int, temperature: float,
-                    task_id: str | None = None) -> Iterator[str]:
+    def chat_stream(
+        self, messages: list[dict], max_tokens: int, temperature: float, task_id: str | None = None
+    ) -> Iterator[str]:
         t0 = time.perf_counter()
         parts: list[str] = []
-        for delta in self.engine.stream(messages, max_tokens=max_tokens,
-                                        temperature=temperature):
+        for delta in self.engine.stream(messages, max_tokens=max_tokens, temperature=temperature):
             parts.append(delta)
             yield delta
         elapsed = time.perf_counter() - t0
@@ -75,8 +93,7 @@ class Summarizer:
         tokens_in = sum(self.engine.count_tokens(str(m.get("content") or "")) for m in messages)
         metrics.record_chat(elapsed, tokens_in, tokens_out)
         with log_context(task_id=task_id):
-            log.info("chat stream in %.3fs (~%d tokens in, %d out)", elapsed, tokens_in,
-                     tokens_out)
+            log.info("chat stream in %.3fs (~%d tokens in, %d out)", elapsed, tokens_in, tokens_out)
 
     def count_tokens(self, text: str) -> int:
         return self.engine.count_tokens(text)

@@ -28,8 +28,12 @@ class Transcriber:
             from app.redis_state import connect
 
             self.redis = connect(settings.redis_url)
-        logger.info("Transcriber ready: %s on %s/%s", self.stt.model_name, self.stt.device,
-                    self.stt.compute_type)
+        logger.info(
+            "Transcriber ready: %s on %s/%s",
+            self.stt.model_name,
+            self.stt.device,
+            self.stt.compute_type,
+        )
 
     def transcribe(self, audio: bytes, options: dict | None = None) -> TranscribeOutput:
         """Sync on purpose: Serve runs it in a thread, and CTranslate2 releases the GIL.
@@ -41,14 +45,19 @@ class Transcriber:
         progress = self._progress_publisher(task_id) if task_id and self.redis else None
         with log_context(task_id=task_id):
             out = self.stt.transcribe_bytes(
-                audio, SttOptions(**options), max_duration_s=self.max_duration_s,
+                audio,
+                SttOptions(**options),
+                max_duration_s=self.max_duration_s,
                 on_progress=progress,
             )
             audio_s = out.transcript.duration_s
             metrics.record_transcription(out.decode_s, out.transcribe_s, audio_s)
             log.info(
                 "transcribed %.1fs of audio (decode %.3fs, transcribe %.3fs, %d segments)",
-                audio_s, out.decode_s, out.transcribe_s, len(out.transcript.segments),
+                audio_s,
+                out.decode_s,
+                out.transcribe_s,
+                len(out.transcript.segments),
             )
         return out
 
@@ -63,10 +72,14 @@ class Transcriber:
             if now - last["t"] < 1.0:
                 return
             last["t"] = now
-            events.publish(self.redis, task_id, {
-                "status": "transcribing",
-                "progress": {"transcribed_s": round(done_s, 2), "total_s": round(total_s, 2)},
-            })
+            events.publish(
+                self.redis,
+                task_id,
+                {
+                    "status": "transcribing",
+                    "progress": {"transcribed_s": round(done_s, 2), "total_s": round(total_s, 2)},
+                },
+            )
 
         return publish
 

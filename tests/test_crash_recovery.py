@@ -26,8 +26,11 @@ def ray_driver(ray_cluster, service):
 
 def replica_names(deployment: str) -> list[str]:
     prefix = f"SERVE_REPLICA::aipp#{deployment}#"
-    return [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-            if a["name"].startswith(prefix)]
+    return [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(prefix)
+    ]
 
 
 def poll(client: httpx.Client, task_id: str) -> dict | None:
@@ -51,8 +54,11 @@ def wait_for(client, task_id, predicate, timeout_s=300) -> dict:
 
 @pytest.mark.parametrize("deployment", ["Transcriber", "Ingress"])
 def test_task_survives_a_killed_replica(client, ray_driver, deployment):
-    resp = client.post("/v1/tasks", files={"file": (f"crash-{deployment}.mp3", LONG)},
-                       data={"instruction": f"survive {deployment}"})
+    resp = client.post(
+        "/v1/tasks",
+        files={"file": (f"crash-{deployment}.mp3", LONG)},
+        data={"instruction": f"survive {deployment}"},
+    )
     assert resp.status_code == 202
     task_id = resp.json()["id"]
     wait_for(client, task_id, lambda t: t["status"] == "transcribing")

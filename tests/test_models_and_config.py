@@ -32,8 +32,13 @@ def test_serve_config_parses_with_rays_schema():
     for dep in deployments.values():
         auto = dep.autoscaling_config
         assert isinstance(auto, dict)
-        for key in ("min_replicas", "max_replicas", "target_ongoing_requests",
-                    "upscale_delay_s", "downscale_delay_s"):
+        for key in (
+            "min_replicas",
+            "max_replicas",
+            "target_ongoing_requests",
+            "upscale_delay_s",
+            "downscale_delay_s",
+        ):
             assert key in auto, f"{dep.name} lacks {key}"
         assert dep.max_queued_requests > 0
         assert dep.max_ongoing_requests > 0
@@ -93,10 +98,15 @@ def test_hub_id_passes_through(tmp_path):
 
 
 def test_aipp_serve_refuses_a_bad_model_before_starting_ray(tmp_path):
-    env = {"PATH": str(AIPP.parent), "HOME": str(tmp_path),
-           "AIPP_LLM_MODEL": str(tmp_path / "missing.gguf"), "AIPP_DATA_DIR": str(tmp_path)}
-    proc = subprocess.run([str(AIPP), "serve"], env=env, capture_output=True, text=True,
-                          timeout=120)
+    env = {
+        "PATH": str(AIPP.parent),
+        "HOME": str(tmp_path),
+        "AIPP_LLM_MODEL": str(tmp_path / "missing.gguf"),
+        "AIPP_DATA_DIR": str(tmp_path),
+    }
+    proc = subprocess.run(
+        [str(AIPP), "serve"], env=env, capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 2
     assert "AIPP_LLM_MODEL" in proc.stderr
     assert "Traceback" not in proc.stderr + proc.stdout

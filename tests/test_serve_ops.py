@@ -44,8 +44,13 @@ def apply_config(service, config: dict, tmp_path: Path) -> None:
     """`aipp serve --update`: the operator's way to change a running service in place."""
     path = tmp_path / f"serve-{time.monotonic_ns()}.yaml"
     path.write_text(yaml.safe_dump(config))
-    proc = subprocess.run([str(AIPP), "serve", "--update", "--config", str(path)],
-                          env=service.env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [str(AIPP), "serve", "--update", "--config", str(path)],
+        env=service.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
@@ -76,13 +81,20 @@ def test_config_update_drops_no_request(service, client, tmp_path, restore_confi
     def steady_transcriptions() -> None:
         while not stop.is_set():
             try:
-                r = client.post("/v1/audio/transcriptions", timeout=120,
-                                files={"file": ("h.mp3", clip)}, data={"model": "whisper-1"})
+                r = client.post(
+                    "/v1/audio/transcriptions",
+                    timeout=120,
+                    files={"file": ("h.mp3", clip)},
+                    data={"model": "whisper-1"},
+                )
                 outcomes.append(r.status_code)
             except httpx.HTTPError as exc:
                 outcomes.append(type(exc).__name__)
 
-    threads = [threading.Thread(target=steady_reads), threading.Thread(target=steady_transcriptions)]
+    threads = [
+        threading.Thread(target=steady_reads),
+        threading.Thread(target=steady_transcriptions),
+    ]
     for t in threads:
         t.start()
     try:
@@ -109,8 +121,13 @@ def test_config_update_drops_no_request(service, client, tmp_path, restore_confi
 def test_transcriber_scales_with_queue_length(service, client, tmp_path, restore_config):
     config = copy.deepcopy(BASE_CONFIG)
     deployment_of(config, "Transcriber")["autoscaling_config"].update(
-        {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 1,
-         "upscale_delay_s": 1, "downscale_delay_s": 5}
+        {
+            "min_replicas": 1,
+            "max_replicas": 2,
+            "target_ongoing_requests": 1,
+            "upscale_delay_s": 1,
+            "downscale_delay_s": 5,
+        }
     )
     apply_config(service, config, tmp_path)
     assert running_replicas(service, "Transcriber") == 1
@@ -119,8 +136,12 @@ def test_transcriber_scales_with_queue_length(service, client, tmp_path, restore
     seen = [1]
 
     def transcribe(i: int) -> int:
-        r = client.post("/v1/audio/transcriptions", timeout=600,
-                        files={"file": (f"burst-{i}.mp3", clip)}, data={"model": "whisper-1"})
+        r = client.post(
+            "/v1/audio/transcriptions",
+            timeout=600,
+            files={"file": (f"burst-{i}.mp3", clip)},
+            data={"model": "whisper-1"},
+        )
         return r.status_code
 
     with cf.ThreadPoolExecutor(6) as pool:

@@ -26,8 +26,7 @@ def normalize(text: str) -> str:
 
 
 def submit(client: httpx.Client, data: bytes, name: str = "clip.flac", headers=None, **form):
-    return client.post("/v1/tasks", files={"file": (name, data)}, data=form,
-                       headers=headers or {})
+    return client.post("/v1/tasks", files={"file": (name, data)}, data=form, headers=headers or {})
 
 
 def wait_done(client: httpx.Client, task_id: str, timeout_s: float = 300) -> dict:
@@ -67,8 +66,9 @@ def tenant_client(service):
 
     def make(name: str | None = None) -> httpx.Client:
         key = make_key(service, name or f"t-{time.monotonic_ns()}")
-        c = httpx.Client(base_url=service.url, timeout=600,
-                         headers={"Authorization": f"Bearer {key}"})
+        c = httpx.Client(
+            base_url=service.url, timeout=600, headers={"Authorization": f"Bearer {key}"}
+        )
         clients.append(c)
         return c
 
@@ -173,8 +173,7 @@ def test_concurrent_duplicates_make_one_task(tenant_client):
     c = tenant_client()
     headers = {"Idempotency-Key": "burst-1"}
     with cf.ThreadPoolExecutor(8) as pool:
-        responses = list(pool.map(lambda _: submit(c, STEREO, "s.wav", headers=headers),
-                                  range(8)))
+        responses = list(pool.map(lambda _: submit(c, STEREO, "s.wav", headers=headers), range(8)))
     codes = {r.status_code for r in responses}
     assert codes <= {202, 409}
     ids = {r.json()["id"] for r in responses if r.status_code == 202}
@@ -217,16 +216,18 @@ def test_auth_errors(service, tenant_client):
     assert ok.status_code == 200
     revoke_key(engine, key.id)
     engine.dispose()
-    revoked = httpx.get(f"{service.url}/v1/tasks",
-                        headers={"Authorization": f"Bearer {plaintext}"})
+    revoked = httpx.get(f"{service.url}/v1/tasks", headers={"Authorization": f"Bearer {plaintext}"})
     assert revoked.status_code == 401
 
 
 def test_tenants_are_isolated(client, tenant_client):
     other = tenant_client()
     task = submit(client, STEREO, "mine.wav").json()
-    for path in (f"/v1/tasks/{task['id']}", f"/v1/tasks/{task['id']}/transcript",
-                 f"/v1/tasks/{task['id']}/events"):
+    for path in (
+        f"/v1/tasks/{task['id']}",
+        f"/v1/tasks/{task['id']}/transcript",
+        f"/v1/tasks/{task['id']}/events",
+    ):
         resp = other.get(path)
         assert resp.status_code == 404, path
         assert resp.json()["error"]["code"] == "task_not_found"
@@ -238,8 +239,11 @@ def test_tenants_are_isolated(client, tenant_client):
 
 @pytest.mark.parametrize(
     "params, code",
-    [({"cursor": "not-a-cursor"}, "invalid_cursor"), ({"status": "done"}, "invalid_request"),
-     ({"limit": 0}, "invalid_request")],
+    [
+        ({"cursor": "not-a-cursor"}, "invalid_cursor"),
+        ({"status": "done"}, "invalid_request"),
+        ({"limit": 0}, "invalid_request"),
+    ],
 )
 def test_bad_list_queries(client, params, code):
     resp = client.get("/v1/tasks", params=params)
@@ -253,16 +257,27 @@ def test_bad_submissions_create_no_task(tenant_client):
         (c.post("/v1/tasks", data={"language": "en"}), 422, "missing_file"),
         (submit(c, b""), 422, "empty_file"),
         (submit(c, b"plain text, not audio" * 50, "x.wav"), 422, "unsupported_media"),
-        (c.post("/v1/tasks", json={"audio_url": "ftp://example.org/a.wav"}), 422,
-         "invalid_url_scheme"),
-        (c.post("/v1/tasks", json={"audio_url": "http://10.1.2.3/a.wav"}), 422,
-         "url_not_allowed"),
-        (c.post("/v1/tasks", json={"audio_url": "http://169.254.169.254/latest/meta-data"}), 422,
-         "url_not_allowed"),
-        (c.post("/v1/tasks", content=b"{nope", headers={"content-type": "application/json"}),
-         400, "invalid_json"),
-        (c.post("/v1/tasks", content=b"raw", headers={"content-type": "text/plain"}), 415,
-         "unsupported_content_type"),
+        (
+            c.post("/v1/tasks", json={"audio_url": "ftp://example.org/a.wav"}),
+            422,
+            "invalid_url_scheme",
+        ),
+        (c.post("/v1/tasks", json={"audio_url": "http://10.1.2.3/a.wav"}), 422, "url_not_allowed"),
+        (
+            c.post("/v1/tasks", json={"audio_url": "http://169.254.169.254/latest/meta-data"}),
+            422,
+            "url_not_allowed",
+        ),
+        (
+            c.post("/v1/tasks", content=b"{nope", headers={"content-type": "application/json"}),
+            400,
+            "invalid_json",
+        ),
+        (
+            c.post("/v1/tasks", content=b"raw", headers={"content-type": "text/plain"}),
+            415,
+            "unsupported_content_type",
+        ),
     ]
     for resp, status, code in cases:
         assert resp.status_code == status, resp.text

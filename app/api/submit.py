@@ -225,6 +225,11 @@ async def submit(
             services.idempotency.complete, principal.tenant_id, idem_key, task.id, token=token
         )
     with log_context(task_id=task.id):
-        log.info("accepted %s task (%s, %.1fs of audio, status %s)", source.value,
-                 filename or options.audio_url, duration or 0.0, task.status)
+        log.info(
+            "accepted %s task (%s, %.1fs of audio, status %s)",
+            source.value,
+            filename or options.audio_url,
+            duration or 0.0,
+            task.status,
+        )
     return Submission(task)
