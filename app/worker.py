@@ -66,9 +66,13 @@ class TaskWorker:
     def wake(self) -> None:
         self._wake.set()
 
-    async def announce_finished(self, task: Task) -> None:
-        """A task born finished (a cache hit): event, metric and webhook as for any other."""
-        await self._finish(task)
+    async def dispatch(self, task: Task, replayed: bool) -> None:
+        """After a submission: wake the loop for a queued task; a task born finished
+        (a cache hit) gets its event, metric and webhook like any other."""
+        if task.status == TaskStatus.QUEUED.value:
+            self.wake()
+        elif not replayed:
+            await self._finish(task)
 
     async def models(self) -> dict[str, str]:
         """Model ids for cache keys; asked once from the deployments."""

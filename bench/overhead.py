@@ -69,33 +69,12 @@ def machine() -> str:
 
 
 def start_service(tmp: Path) -> tuple[str, object]:
+    """A Ray head plus `aipp serve` on it, exactly as the test suite starts them."""
     sys.path.insert(0, str(REPO))
-    import subprocess
+    from tests.cluster_fixtures import start_head, start_service
 
-    from tests.cluster_fixtures import RayCluster, free_port, start_service  # noqa: E402
-
-    port, dash = free_port(), free_port()
     temp_dir = Path(f"/tmp/aipp-bench-{os.getpid()}")
-    env = dict(os.environ, RAY_AUTH_MODE="token")
-    subprocess.run(
-        [
-            str(Path(sys.executable).parent / "ray"),
-            "start",
-            "--head",
-            f"--port={port}",
-            "--node-ip-address=127.0.0.1",
-            "--include-dashboard=true",
-            "--dashboard-host=127.0.0.1",
-            f"--dashboard-port={dash}",
-            "--num-cpus=4",
-            f"--temp-dir={temp_dir}",
-            "--disable-usage-stats",
-        ],
-        check=True,
-        env=env,
-        capture_output=True,
-    )
-    cluster = RayCluster(f"127.0.0.1:{port}", f"http://127.0.0.1:{dash}", temp_dir)
+    cluster = start_head(temp_dir, num_cpus=4)
     svc, proc = start_service(cluster, tmp / "data", {}, tmp / "serve.log")
     return svc.url, (proc, temp_dir)
 

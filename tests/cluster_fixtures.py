@@ -41,9 +41,8 @@ class RayCluster:
         return env
 
 
-@pytest.fixture(scope="session")
-def ray_cluster(tmp_path_factory) -> RayCluster:
-    temp_dir = Path(f"/tmp/aipp-ray-{os.getpid()}")  # short: Ray's unix sockets have a path limit
+def start_head(temp_dir: Path, num_cpus: int) -> RayCluster:
+    """`ray start --head` on loopback with the dashboard, in its own temp dir."""
     port, dash = free_port(), free_port()
     env = dict(os.environ, RAY_AUTH_MODE="token")
     cmd = [
@@ -55,8 +54,7 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
         "--include-dashboard=true",
         "--dashboard-host=127.0.0.1",
         f"--dashboard-port={dash}",
-        # Logical CPUs: Serve replicas and batch actors share 2 physical cores here.
-        "--num-cpus=8",
+        f"--num-cpus={num_cpus}",
         f"--temp-dir={temp_dir}",
         "--disable-usage-stats",
     ]
@@ -69,6 +67,14 @@ def ray_cluster(tmp_path_factory) -> RayCluster:
                 break
         except httpx.HTTPError:
             time.sleep(1)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> RayCluster:
+    temp_dir = Path(f"/tmp/aipp-ray-{os.getpid()}")  # short: Ray's unix sockets have a path limit
+    # Logical CPUs: Serve replicas and batch actors share 2 physical cores here.
+    cluster = start_head(temp_dir, num_cpus=8)
     yield cluster
     stop_cluster(temp_dir)
 

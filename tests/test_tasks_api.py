@@ -116,9 +116,13 @@ def test_full_lifecycle(client):
 def test_sse_reports_each_stage_in_order(client):
     # The service runs one task at a time: a 60 s clip keeps the worker busy, so the
     # second task is still queued when we subscribe.
-    blocker = submit(client, (DATA / "multilingual.mp3").read_bytes(), "long.mp3").json()
+    # Unique instructions: other tests may have cached these clips' results already.
+    nonce = time.monotonic_ns()
+    blocker = submit(
+        client, (DATA / "multilingual.mp3").read_bytes(), "long.mp3", instruction=f"blocker {nonce}"
+    ).json()
     wait_status(client, blocker["id"], "transcribing")
-    task = submit(client, STEREO, "stereo.wav", instruction="one sentence").json()
+    task = submit(client, STEREO, "stereo.wav", instruction=f"one sentence {nonce}").json()
     statuses, events = [], []
     with client.stream("GET", f"/v1/tasks/{task['id']}/events", timeout=600) as stream:
         assert stream.headers["content-type"].startswith("text/event-stream")

@@ -81,10 +81,7 @@ async def summarize(
         models=await worker.models(),
     )
     task = sub.task
-    if task.status == "queued":
-        worker.wake()
-    elif not sub.replayed:
-        await worker.announce_finished(task)
+    await worker.dispatch(task, sub.replayed)
     timeout = services.settings.sync_max_audio_minutes * 60 * 3 + 60
     task = await worker.wait_for(task.id, timeout)
     response.headers["X-Task-ID"] = task.id if task else ""

@@ -14,7 +14,7 @@ from app.api.deps import principal, services_of, worker_of
 from app.api.submit import TaskOptions, parse_task_request, rate_limit, submit
 from app.api.task_views import TaskCreated, TaskPage, TaskView, task_view
 from app.auth import Principal
-from app.db.models import TaskSource, TaskStatus
+from app.db.models import TaskSource
 from app.db.tasks import BadCursor
 from app.errors import APIError
 from app.redis_state.events import EventsUnavailable, subscription
@@ -75,10 +75,7 @@ async def create_task(
         models=await worker.models(),
     )
     task = sub.task
-    if task.status == TaskStatus.QUEUED.value:
-        worker.wake()
-    elif not sub.replayed:
-        await worker.announce_finished(task)
+    await worker.dispatch(task, sub.replayed)
     response.headers["Location"] = f"/v1/tasks/{task.id}"
     if sub.replayed:
         response.headers["Idempotent-Replayed"] = "true"
