@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -53,6 +54,10 @@ class SpeechToText:
         self.beam_size = beam_size
         self.vad = vad
         self.model_name = model_name
+        if device == "cpu" and cpu_threads == 0:
+            # "0 = all cores": Ray sets OMP_NUM_THREADS to the replica's num_cpus, which
+            # would otherwise pin Whisper to one thread inside a Serve replica.
+            cpu_threads = os.cpu_count() or 1
         try:
             self.model = WhisperModel(
                 model_path, device=device, compute_type=compute_type, cpu_threads=cpu_threads

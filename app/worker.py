@@ -109,6 +109,9 @@ class TaskWorker:
         while True:
             try:
                 await self._slots.acquire()
+                # Clear before looking: a submission that lands during the claim query
+                # sets the event again, so its wake-up is never lost.
+                self._wake.clear()
                 task = await asyncio.to_thread(
                     store.claim_next, self.worker_id, self.settings.task_lease_s
                 )
@@ -117,7 +120,6 @@ class TaskWorker:
                     polls += 1
                     if polls % 20 == 1:
                         metrics.set_queued_tasks(await asyncio.to_thread(store.count_queued))
-                    self._wake.clear()
                     try:
                         await asyncio.wait_for(self._wake.wait(), self.settings.worker_poll_s)
                     except TimeoutError:

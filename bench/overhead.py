@@ -28,26 +28,35 @@ DEFAULT_CLIPS = ["jfk.flac", "speech60.wav"]
 
 
 def speech_60s() -> bytes:
-    """~60 s of English speech (jfk ×5 + stereo_diarization), as 16 kHz WAV.
+    """60 s of English speech as 16 kHz WAV: two 30 s windows of jfk, hotwords and
+    stereo_diarization separated by silence.
 
-    multilingual.mp3 is not English, and tiny.en's temperature fallback on it makes
-    each run decode different text; this clip decodes the same way every time.
+    multilingual.mp3 is not English, and a window that repeats one sentence trips
+    Whisper's compression-ratio check into temperature sampling; either way each run
+    would decode different text. This clip decodes the same way every time.
     """
     import io
     import wave
 
     import numpy as np
 
-    from app.audio import decode
+    from app.audio import SAMPLE_RATE, decode
 
-    jfk = decode((DATA / "jfk.flac").read_bytes())
-    other = decode((DATA / "stereo_diarization.wav").read_bytes())
-    pcm = np.concatenate([jfk] * 5 + [other])
+    def silence(seconds: float) -> np.ndarray:
+        return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+
+    parts = [
+        decode((DATA / n).read_bytes())
+        for n in ("jfk.flac", "hotwords.mp3", "stereo_diarization.wav")
+    ]
+    window = np.concatenate([parts[0], silence(4), parts[1], silence(4), parts[2]])
+    window = np.concatenate([window, silence(30 - window.shape[0] / SAMPLE_RATE)])
+    pcm = np.concatenate([window, window])
     buf = io.BytesIO()
     with wave.open(buf, "wb") as w:
         w.setnchannels(1)
         w.setsampwidth(2)
-        w.setframerate(16000)
+        w.setframerate(SAMPLE_RATE)
         w.writeframes((np.clip(pcm, -1, 1) * 32767).astype("<i2").tobytes())
     return buf.getvalue()
 
