@@ -72,16 +72,13 @@ async def summarize(
         raise APIError(422, "missing_file", "the multipart field 'file' is required")
     sub = await submit(
         request,
-        services,
         caller,
         options,
         file,
         source=TaskSource.SYNC,
         max_minutes=services.settings.sync_max_audio_minutes,
-        models=await worker.models(),
     )
     task = sub.task
-    await worker.dispatch(task, sub.replayed)
     timeout = services.settings.sync_max_audio_minutes * 60 * 3 + 60
     task = await worker.wait_for(task.id, timeout)
     response.headers["X-Task-ID"] = task.id if task else ""

@@ -10,7 +10,7 @@ from enum import StrEnum
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
-from app.api.deps import principal, services_of, worker_of
+from app.api.deps import principal, services_of
 from app.api.submit import TaskOptions, parse_task_request, rate_limit, submit
 from app.api.task_views import TaskCreated, TaskPage, TaskView, task_view
 from app.auth import Principal
@@ -61,21 +61,17 @@ async def create_task(
     request: Request, response: Response, caller: Principal = Depends(principal)
 ) -> TaskCreated:
     services = services_of(request)
-    worker = worker_of(request)
     rate_limit(services, caller, response)
     options, file = await parse_task_request(request)
     sub = await submit(
         request,
-        services,
         caller,
         options,
         file,
         source=TaskSource.API,
         max_minutes=services.settings.max_audio_minutes,
-        models=await worker.models(),
     )
     task = sub.task
-    await worker.dispatch(task, sub.replayed)
     response.headers["Location"] = f"/v1/tasks/{task.id}"
     if sub.replayed:
         response.headers["Idempotent-Replayed"] = "true"

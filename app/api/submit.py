@@ -16,6 +16,7 @@ from fastapi import Request, Response
 from pydantic import BaseModel, Field, HttpUrl, ValidationError
 
 from app import metrics
+from app.api.deps import services_of, worker_of
 from app.api.uploads import check_audio, read_upload
 from app.auth import Principal
 from app.db.models import Task, TaskSource
@@ -138,16 +139,18 @@ async def load_audio(request_file, options: TaskOptions, services: Services) -> 
 
 async def submit(
     request: Request,
-    services: Services,
     principal: Principal,
     options: TaskOptions,
     request_file,
     *,
     source: TaskSource,
     max_minutes: float,
-    models: dict[str, str],
 ) -> Submission:
-    """Validate, store the audio, and create the task (or replay / serve from cache)."""
+    """Validate, store the audio, create the task (or replay / serve from cache), and
+    hand it to this replica's worker."""
+    services = services_of(request)
+    worker = worker_of(request)
+    models = await worker.models()
     store = services.store
     idem_key = request.headers.get("idempotency-key")
     if idem_key is not None:
@@ -173,6 +176,7 @@ async def submit(
         if begun.outcome == Outcome.REPLAY and begun.task_id:
             task = await asyncio.to_thread(store.get, begun.task_id, principal.tenant_id)
             if task is not None:
+                await worker.dispatch(task, replayed=True)
                 return Submission(task, replayed=True)
         elif begun.outcome == Outcome.MISMATCH:
             raise APIError(
@@ -232,4 +236,5 @@ async def submit(
             duration or 0.0,
             task.status,
         )
+    await worker.dispatch(task, replayed=False)
     return Submission(task)
