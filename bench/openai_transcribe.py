@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import httpx
 
-from bench.overhead import DATA, REPO, machine, start_service, stop_service
+from bench.overhead import DATA, REPO, machine, ratio_row, start_service, stop_service
 
 DEFAULT_CLIPS = ["jfk.flac", "multilingual.mp3"]
 
@@ -99,14 +98,7 @@ def main() -> None:
                     d, d_text = time_direct(stt, clip)
                     service.append(s)
                     direct.append(d)
-                row = {
-                    "direct_median_s": round(statistics.median(direct), 3),
-                    "service_median_s": round(statistics.median(service), 3),
-                    "ratio": round(statistics.median(service) / statistics.median(direct), 3),
-                    "direct_s": [round(x, 3) for x in direct],
-                    "service_s": [round(x, 3) for x in service],
-                    "same_text": s_text == d_text,
-                }
+                row = {**ratio_row(direct, service), "same_text": s_text == d_text}
                 results["clips"][name] = row
                 print(
                     f"{name:20s} direct {row['direct_median_s']:7.3f}s  service "

@@ -97,6 +97,17 @@ def stop_service(handle) -> None:
     stop_cluster(temp_dir)
 
 
+def ratio_row(direct: list[float], service: list[float]) -> dict:
+    """Medians of both sides and their ratio (service / direct), plus the raw runs."""
+    return {
+        "direct_median_s": round(statistics.median(direct), 3),
+        "service_median_s": round(statistics.median(service), 3),
+        "ratio": round(statistics.median(service) / statistics.median(direct), 3),
+        "direct_s": [round(x, 3) for x in direct],
+        "service_s": [round(x, 3) for x in service],
+    }
+
+
 def time_service(url: str, clip: bytes, name: str, runs: int) -> list[float]:
     times = []
     with httpx.Client(timeout=600) as client:
@@ -157,13 +168,7 @@ def main() -> None:
             for _ in range(args.runs):
                 svc += time_service(url, clip, name, 1)
                 direct += time_direct(stt, summarizer, clip, 1)
-            row = {
-                "direct_median_s": round(statistics.median(direct), 3),
-                "service_median_s": round(statistics.median(svc), 3),
-                "ratio": round(statistics.median(svc) / statistics.median(direct), 3),
-                "direct_s": [round(x, 3) for x in direct],
-                "service_s": [round(x, 3) for x in svc],
-            }
+            row = ratio_row(direct, svc)
             results["clips"][name] = row
             print(
                 f"{name:20s} direct {row['direct_median_s']:7.3f}s  service "
