@@ -57,8 +57,8 @@ def run_loop(paths: list[Path]) -> dict:
     """The baseline: both models in this process, one file after another."""
     from app.llm.engines import build_engine
     from app.llm.summarize import TranscriptSummarizer
-    from app.settings import get_settings
-    from app.stt import SpeechToText
+    from app.core.settings import get_settings
+    from app.speech.stt import SpeechToText
 
     settings = get_settings()
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """Latency of ``POST /v1/audio/transcriptions`` against a direct faster-whisper call.
 
-Baseline: :class:`app.stt.SpeechToText` built from the same settings as the
+Baseline: :class:`app.speech.stt.SpeechToText` built from the same settings as the
 service (model, device, compute type, beam size, VAD), transcribing the same
 bytes in this process (decode included, as the service does). Service: the
 OpenAI-compatible endpoint on a warm ``aipp serve``, ``response_format=json``.
@@ -62,8 +62,8 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    from app.settings import Settings
-    from app.stt import SpeechToText
+    from app.core.settings import Settings
+    from app.speech.stt import SpeechToText
 
     settings = Settings()
     stt = SpeechToText.from_settings(settings)

@@ -40,7 +40,7 @@ def speech_60s() -> bytes:
 
     import numpy as np
 
-    from app.audio import SAMPLE_RATE, decode
+    from app.speech.audio import SAMPLE_RATE, decode
 
     def silence(seconds: float) -> np.ndarray:
         return np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
@@ -145,8 +145,8 @@ def main() -> None:
 
     from app.llm.engines import build_engine
     from app.llm.summarize import TranscriptSummarizer
-    from app.settings import Settings
-    from app.stt import SpeechToText
+    from app.core.settings import Settings
+    from app.speech.stt import SpeechToText
 
     settings = Settings()
     stt = SpeechToText.from_settings(settings)

@@ -1,6 +1,6 @@
 """Ingress deployment: the FastAPI app, holding handles to the model deployments.
 
-Each replica also runs a task worker (see app/worker.py): uploads wait in the
+Each replica also runs a task worker (see app/tasks/runner.py): uploads wait in the
 database and replicas claim them with leases, so autoscaling the Ingress also
 scales how many tasks are in flight.
 """
@@ -11,9 +11,9 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.api.main import create_app
-from app.pipeline import Pipeline
-from app.services import Services
-from app.settings import get_settings
+from app.tasks.pipeline import Pipeline
+from app.storage.clients import Services
+from app.core.settings import get_settings
 
 
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1})

@@ -12,12 +12,12 @@ from collections.abc import Iterator
 
 from ray import serve
 
-from app import metrics
+from app.core import metrics
 from app.llm.engines import Completion, build_engine
 from app.llm.summarize import DEFAULT_SYSTEM_PROMPT, TranscriptSummarizer
-from app.logs import get_logger, log_context
-from app.schemas import SummarizeOutput
-from app.settings import get_settings
+from app.core.logs import get_logger, log_context
+from app.core.schemas import SummarizeOutput
+from app.core.settings import get_settings
 
 logger = logging.getLogger("ray.serve")
 log = get_logger()

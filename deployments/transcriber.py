@@ -7,11 +7,11 @@ import time
 
 from ray import serve
 
-from app import metrics
-from app.logs import get_logger, log_context
-from app.schemas import TranscribeOutput
-from app.settings import get_settings
-from app.stt import SpeechToText, SttOptions
+from app.core import metrics
+from app.core.logs import get_logger, log_context
+from app.core.schemas import TranscribeOutput
+from app.core.settings import get_settings
+from app.speech.stt import SpeechToText, SttOptions
 
 logger = logging.getLogger("ray.serve")
 log = get_logger()
@@ -25,7 +25,7 @@ class Transcriber:
         self.stt = SpeechToText.from_settings(settings)
         self.redis = None
         if settings.redis_url:
-            from app.redis_state import connect
+            from app.storage.redis import connect
 
             self.redis = connect(settings.redis_url)
         logger.info(
@@ -63,7 +63,7 @@ class Transcriber:
 
     def _progress_publisher(self, task_id: str):
         """Publish "transcribed s / total s" to the task's event channel, at most 1/s."""
-        from app.redis_state import events
+        from app.storage.redis import events
 
         last = {"t": 0.0}
 

@@ -30,7 +30,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 
-from app.settings import Settings, get_settings
+from app.core.settings import Settings, get_settings
 from pipelines.results import RESULT_COLUMNS, Done, ResultStore, new_run_id, normalize
 from pipelines.sources import DEFAULT_EXTENSIONS, list_audio
 from pipelines.stages import REUSED, UNCHANGED, fail
@@ -191,7 +191,7 @@ def make_plan(
 
 def preflight(settings: Settings) -> dict[str, str]:
     """Resolve both models in the driver so a bad setting fails in one line, not in actors."""
-    from app.model_assets import ModelError, resolve_llm_model, resolve_stt_model
+    from app.core.model_assets import ModelError, resolve_llm_model, resolve_stt_model
 
     try:
         stt = resolve_stt_model(settings.stt_model, settings.cache_dir)
@@ -382,7 +382,7 @@ class Collector:
 
 
 def new_task_id() -> str:
-    from app.db.models import new_id
+    from app.storage.sql.models import new_id
 
     return new_id()
 

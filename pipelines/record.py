@@ -14,7 +14,7 @@ import posixpath
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from app.schemas import ModelIds, Segment, SummarizeResult, Summary, Timings, Transcript
+from app.core.schemas import ModelIds, Segment, SummarizeResult, Summary, Timings, Transcript
 
 
 def task_result(row: dict) -> dict:
@@ -48,10 +48,10 @@ def task_result(row: dict) -> dict:
 
 class TaskRecorder:
     def __init__(self, database_url: str, tenant: str, options: dict | None = None) -> None:
-        from app.db.engine import make_engine
-        from app.db.keys import ensure_tenant
-        from app.db.migrate import upgrade
-        from app.db.tasks import TaskStore
+        from app.storage.sql.engine import make_engine
+        from app.storage.sql.keys import ensure_tenant
+        from app.storage.sql.migrate import upgrade
+        from app.storage.sql.tasks import TaskStore
 
         upgrade(database_url)
         self.engine = make_engine(database_url)
@@ -85,7 +85,7 @@ class TaskRecorder:
         """The ids among ``task_ids`` that have no task yet."""
         from sqlmodel import Session, col, select
 
-        from app.db.models import Task
+        from app.storage.sql.models import Task
 
         ids = list(task_ids)
         found: set[str] = set()

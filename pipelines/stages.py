@@ -23,7 +23,7 @@ import time
 import numpy as np
 import pyarrow as pa
 
-from app.audio import SAMPLE_RATE, AudioError, decode, probe
+from app.speech.audio import SAMPLE_RATE, AudioError, decode, probe
 from pipelines.results import RESULT_SCHEMA
 from pipelines.sources import read_bytes
 
@@ -161,7 +161,7 @@ class Transcribe:
     """One Whisper model per actor; ``threads`` overrides ``AIPP_STT_CPU_THREADS``."""
 
     def __init__(self, settings, threads: int | None = None, language: str | None = None):
-        from app.stt import SpeechToText, SttOptions
+        from app.speech.stt import SpeechToText, SttOptions
 
         if threads:
             settings = settings.model_copy(update={"stt_cpu_threads": threads})

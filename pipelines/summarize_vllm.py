@@ -21,7 +21,7 @@ import json
 import re
 
 from app.llm.summarize import DEFAULT_SYSTEM_PROMPT, NO_SPEECH, parse_summary
-from app.schemas import summary_json_schema
+from app.core.schemas import summary_json_schema
 
 # Conservative: English runs ~4 characters a token for Qwen/Llama tokenizers.
 CHARS_PER_TOKEN = 3.5
@@ -140,7 +140,7 @@ def build_vllm_summarizer(
     """
     from ray.data.llm import build_processor
 
-    from app.model_assets import resolve_llm_model
+    from app.core.model_assets import resolve_llm_model
 
     model = resolve_llm_model("vllm", settings.llm_model, settings.cache_dir)
     config = processor_config(

@@ -63,8 +63,8 @@ def service(ray_cluster, service_redis, tmp_path_factory):
 
 def make_key(service, tenant: str, database_url: str | None = None) -> str:
     """A real API key in the service's database (what `aipp keys create` does)."""
-    from app.db.engine import make_engine
-    from app.db.keys import create_key
+    from app.storage.sql.engine import make_engine
+    from app.storage.sql.keys import create_key
 
     engine = make_engine(database_url or f"sqlite:///{service.data_dir / 'aipp.db'}")
     try:

@@ -69,7 +69,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def postgres_template(postgres_server_url: str) -> str:
     """Name of a database migrated to head, cloned by ``migrated_database_url``."""
-    from app.db.migrate import upgrade
+    from app.storage.sql.migrate import upgrade
 
     url = create_database(postgres_server_url, name="aipp_template")
     upgrade(url)  # disposes its engine: a template must have no connections
@@ -79,7 +79,7 @@ def postgres_template(postgres_server_url: str) -> str:
 @pytest.fixture(params=["sqlite", "postgres"])
 def migrated_database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[str]:
     if request.param == "sqlite":
-        from app.db.migrate import upgrade
+        from app.storage.sql.migrate import upgrade
 
         url = f"sqlite:///{tmp_path / 'aipp.db'}"
         upgrade(url)
@@ -97,7 +97,7 @@ def migrated_database_url(request: pytest.FixtureRequest, tmp_path) -> Iterator[
 @pytest.fixture
 def engine(migrated_database_url: str):
     """An engine on a fresh database at the head revision (SQLite and PostgreSQL)."""
-    from app.db.engine import make_engine
+    from app.storage.sql.engine import make_engine
 
     eng = make_engine(migrated_database_url)
     try:
@@ -126,7 +126,7 @@ def redis_url(redis_server: RedisHandle) -> str:
 @pytest.fixture
 def redis_client(redis_server: RedisHandle):
     """A client on the session's Redis, emptied first; restarts the server if a test stopped it."""
-    from app.redis_state import connect
+    from app.storage.redis import connect
 
     redis_server.start()
     client = connect(redis_server.url, socket_timeout_s=5)

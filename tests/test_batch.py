@@ -224,7 +224,7 @@ def test_result_store_writes_whole_parts_and_knows_what_is_done(tmp_path):
 def test_rows_written_but_not_recorded_are_recorded_by_the_next_run(tmp_path):
     from datetime import UTC, datetime
 
-    from app.db.models import new_id
+    from app.storage.sql.models import new_id
     from pipelines.batch_summarize import Progress, _backfill
     from pipelines.record import TaskRecorder
 
@@ -262,7 +262,7 @@ def test_rows_written_but_not_recorded_are_recorded_by_the_next_run(tmp_path):
 
 
 def test_plan_sizes_pools_for_cpu_and_for_gpu(monkeypatch):
-    from app.settings import Settings
+    from app.core.settings import Settings
 
     cpu = Settings()
     opts = BatchOptions(input="in", output="out")
@@ -303,8 +303,8 @@ def test_vllm_branch_thins_long_transcripts_to_the_budget():
 def test_vllm_branch_builds_its_config_and_maps_rows_without_a_gpu():
     """The ray.data.llm branch cannot run here; its config and row functions can."""
     from app.llm.summarize import DEFAULT_SYSTEM_PROMPT
-    from app.schemas import summary_json_schema
-    from app.settings import Settings
+    from app.core.schemas import summary_json_schema
+    from app.core.settings import Settings
     from pipelines.summarize_vllm import make_postprocess, make_preprocess, processor_config
 
     settings = Settings(llm_engine="vllm", llm_model="Qwen/Qwen2.5-0.5B-Instruct")
@@ -369,7 +369,7 @@ def test_working_dir_upload_leaves_out_venv_git_and_tests(tmp_path):
     target = tmp_path / "pkg.zip"
     _zip_files(str(REPO), [], str(target), include_gitignore=True)
     names = zipfile.ZipFile(target).namelist()
-    assert "pipelines/batch_summarize.py" in names and "app/stt.py" in names
+    assert "pipelines/batch_summarize.py" in names and "app/speech/stt.py" in names
     assert not [n for n in names if n.startswith((".venv/", ".git/", "tests/"))]
     assert target.stat().st_size < 5 * 2**20
 
@@ -417,8 +417,8 @@ def test_slow_every_file_gets_one_row_bad_files_get_errors(first_run, mixed_dir)
 def test_slow_results_are_recorded_as_tasks(first_run):
     from sqlmodel import Session, select
 
-    from app.db.engine import make_engine
-    from app.db.models import Task, Tenant
+    from app.storage.sql.engine import make_engine
+    from app.storage.sql.models import Task, Tenant
 
     frame = read_rows(first_run["out"])
     engine = make_engine(first_run["db_url"])

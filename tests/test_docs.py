@@ -6,7 +6,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from app.cli import _register_subcommands, cli
+from app.cli.main import _register_subcommands, cli
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 

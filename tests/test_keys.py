@@ -11,11 +11,11 @@ from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from app.auth import LOCAL_TENANT, Authenticator, Principal, auth_required, parse_bearer
-from app.db import keys
-from app.db.models import ApiKey
-from app.errors import install_error_handlers
-from app.settings import Settings, get_settings
+from app.api.auth import LOCAL_TENANT, Authenticator, Principal, auth_required, parse_bearer
+from app.storage.sql import keys
+from app.storage.sql.models import ApiKey
+from app.api.errors import install_error_handlers
+from app.core.settings import Settings, get_settings
 
 # --- keys ------------------------------------------------------------------------------------
 
@@ -149,7 +149,7 @@ def cli_env(tmp_path, monkeypatch):
 
 
 def _cli() -> typer.Typer:
-    from app.cli_keys import register
+    from app.cli.keys import register
 
     cli = typer.Typer()
 
@@ -169,7 +169,7 @@ def test_keys_cli_create_list_revoke(cli_env):
     plaintext = created.stdout.strip().splitlines()[0]
     assert plaintext.startswith("aipp_")
 
-    from app.db.engine import make_engine
+    from app.storage.sql.engine import make_engine
 
     engine = make_engine(get_settings().effective_database_url)
     try:

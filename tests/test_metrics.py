@@ -16,7 +16,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from app import logs, metrics
+from app.core import logs, metrics
 from tests.cluster_fixtures import REPO
 from tests.conftest import DATA
 
@@ -235,7 +235,7 @@ def unique_wav() -> bytes:
 
     import numpy as np
 
-    from app.audio import decode
+    from app.speech.audio import decode
 
     pcm = decode((DATA / "jfk.flac").read_bytes())
     pcm16 = (np.clip(pcm, -1, 1) * 32767).astype("<i2")

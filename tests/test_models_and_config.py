@@ -10,7 +10,7 @@ import pytest
 import yaml
 from ray.serve.schema import ServeDeploySchema
 
-from app.model_assets import (
+from app.core.model_assets import (
     QWEN_GGUF_SHA256,
     QWEN_GGUF_SIZE,
     ModelError,

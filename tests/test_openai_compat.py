@@ -10,7 +10,7 @@ import openai
 import pytest
 from openai import OpenAI
 
-from app.subtitles import format_timestamp, to_srt, to_vtt
+from app.speech.subtitles import format_timestamp, to_srt, to_vtt
 from tests.conftest import DATA, JFK_PHRASE, make_key
 
 serve = pytest.mark.serve
@@ -447,8 +447,8 @@ def test_dependency_errors_are_openai_shaped(status, code, expected_type):
 
     from app.api import routes_openai
     from app.api.deps import principal
-    from app.auth import Principal
-    from app.errors import APIError, install_error_handlers
+    from app.api.auth import Principal
+    from app.api.errors import APIError, install_error_handlers
 
     def guard():
         raise APIError(status, code, "refused", headers={"Retry-After": "3"})

@@ -667,8 +667,8 @@ def test_measure_stt_with_the_real_whisper_wrapper():
     """The project's own wrapper on the bundled model; skipped where it cannot load."""
     pytest.importorskip("faster_whisper")
     try:
-        from app.settings import Settings
-        from app.stt import SpeechToText
+        from app.core.settings import Settings
+        from app.speech.stt import SpeechToText
 
         stt = SpeechToText.from_settings(Settings(stt_model="bundled:tiny.en", stt_device="cpu"))
     except Exception as exc:  # model files or the wrapper not available here
@@ -702,7 +702,7 @@ def test_detect_hardware_reads_cpuinfo():
 
 @pytest.fixture(scope="module")
 def cli():
-    from app import cli as root
+    from app.cli import main as root
 
     names = {c.name for c in root.cli.registered_commands}
     if "plan" not in names:

@@ -6,7 +6,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from app.errors import install_error_handlers
+from app.api.errors import install_error_handlers
 from app.planner.api import _load, router
 
 HOURS, L4_HOURLY = 730, 0.8048

@@ -18,7 +18,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from app.errors import install_error_handlers
+from app.api.errors import install_error_handlers
 from app.planner.api import _load, router
 
 pytestmark = pytest.mark.browser

@@ -24,8 +24,8 @@ AIPP = Path(os.environ.get("VIRTUAL_ENV", REPO / ".venv")) / "bin" / "aipp"
 
 
 def serve_app(service) -> dict:
-    from app.serve_runner import serve_details
-    from app.settings import Settings
+    from app.cli.deploy import serve_details
+    from app.core.settings import Settings
 
     os.environ["RAY_AUTH_MODE"] = "token"
     return serve_details(Settings(dashboard_port=service.dashboard_port))["applications"]["aipp"]

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from app.ssrf import URLFetchError, check_url, fetch_audio, refusal_reason
+from app.net.url_guard import URLFetchError, check_url, fetch_audio, refusal_reason
 from tests.servers import LocalHTTPServer
 
 LOCAL = ["127.0.0.1"]

@@ -7,17 +7,17 @@ import threading
 
 import pytest
 
-from app.redis_state import connect, connect_async, degrade, events
-from app.redis_state.cache import ResultCache, cache_key
-from app.redis_state.degrade import Guard, degraded_counts, reset_degraded_counts
-from app.redis_state.idempotency import (
+from app.storage.redis import connect, connect_async, degrade, events
+from app.storage.redis.cache import ResultCache, cache_key
+from app.storage.redis.degrade import Guard, degraded_counts, reset_degraded_counts
+from app.storage.redis.idempotency import (
     IdempotencyStore,
     MalformedIdempotencyKey,
     Outcome,
     fingerprint,
     validate_key,
 )
-from app.redis_state.ratelimit import RateLimiter
+from app.storage.redis.ratelimit import RateLimiter
 
 SHA = "ab" * 32
 MODELS = {"stt": "bundled:tiny.en", "llm": "bundled:qwen2.5-0.5b-instruct-q4_k_m"}
@@ -301,7 +301,7 @@ def test_subscribe_raises_events_unavailable_when_redis_is_down(fresh_redis):
 def test_embedded_redis_on_a_unix_socket(tmp_path_factory):
     import tempfile
 
-    from app.redis_state.embedded import start_embedded_redis
+    from app.storage.redis.embedded import start_embedded_redis
 
     # A short path: AF_UNIX paths are limited to 107 bytes.
     with tempfile.TemporaryDirectory(prefix="aipp-r-") as tmp:

@@ -9,11 +9,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.db import keys
-from app.db.engine import make_engine
-from app.db.migrate import current_revision, downgrade, head_revision, upgrade
-from app.db.models import SQLModel, TaskSource, TaskStatus, new_id
-from app.db.tasks import (
+from app.storage.sql import keys
+from app.storage.sql.engine import make_engine
+from app.storage.sql.migrate import current_revision, downgrade, head_revision, upgrade
+from app.storage.sql.models import SQLModel, TaskSource, TaskStatus, new_id
+from app.storage.sql.tasks import (
     BadCursor,
     InvalidTransition,
     LeaseLost,
@@ -109,7 +109,7 @@ def test_concurrent_upgrades_are_serialized(database_url):
 
 
 def test_postgres_urls_use_psycopg3():
-    from app.db.engine import normalize_url
+    from app.storage.sql.engine import normalize_url
 
     for url in ["postgresql://u@h/db", "postgres://u@h/db", "postgresql+psycopg://u@h/db"]:
         assert normalize_url(url).drivername == "postgresql+psycopg"
@@ -452,7 +452,7 @@ def test_blobstore_local_put_get_delete(tmp_path):
     import hashlib
     import io
 
-    from app.blobstore import BlobNotFound, BlobStore
+    from app.storage.blobs import BlobNotFound, BlobStore
 
     store = BlobStore(tmp_path / "blobs")
     data = b"RIFF....WAVEfmt " * 1000
@@ -484,7 +484,7 @@ def test_blobstore_local_put_get_delete(tmp_path):
 
 
 def test_blobstore_on_another_fsspec_backend():
-    from app.blobstore import BlobStore
+    from app.storage.blobs import BlobStore
 
     store = BlobStore(f"memory://aipp-test-{new_id()}")
     sha, uri = store.put(b"hello")

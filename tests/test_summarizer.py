@@ -6,8 +6,8 @@ import pytest
 
 from app.llm.engines import LlamaCppEngine
 from app.llm.summarize import TranscriptSummarizer, parse_summary
-from app.model_assets import resolve_llm_model
-from app.settings import Settings
+from app.core.model_assets import resolve_llm_model
+from app.core.settings import Settings
 
 LONG_TRANSCRIPT = " ".join(
     [

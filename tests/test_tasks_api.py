@@ -211,8 +211,8 @@ def test_auth_errors(service, tenant_client):
     wrong = httpx.get(f"{service.url}/v1/tasks", headers={"Authorization": "Bearer aipp_nope"})
     assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
 
-    from app.db.engine import make_engine
-    from app.db.keys import create_key, revoke_key
+    from app.storage.sql.engine import make_engine
+    from app.storage.sql.keys import create_key, revoke_key
 
     engine = make_engine(f"sqlite:///{service.data_dir / 'aipp.db'}")
     plaintext, key = create_key(engine, "revoked-tenant")
@@ -317,9 +317,9 @@ def test_audio_url_fetched_with_guards(tenant_client):
 
 
 def test_webhook_is_signed_and_retried(service, tenant_client):
-    from app.db.engine import make_engine
-    from app.db.keys import ensure_tenant
-    from app.webhooks import verify
+    from app.storage.sql.engine import make_engine
+    from app.storage.sql.keys import ensure_tenant
+    from app.tasks.webhooks import verify
 
     name = f"hooks-{time.monotonic_ns()}"
     c = tenant_client(name)

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from app.webhooks import (
+from app.tasks.webhooks import (
     WebhookVerificationError,
     build_headers,
     deliver,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import Header, Request
 
-from app.auth import Principal
-from app.services import Services
-from app.worker import TaskWorker
+from app.api.auth import Principal
+from app.storage.clients import Services
+from app.tasks.runner import TaskWorker
 
 
 def services_of(request: Request) -> Services:

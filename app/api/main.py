@@ -8,10 +8,10 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI, Request
 
 from app import __version__
-from app.errors import install_error_handlers
-from app.pipeline import Pipeline
-from app.services import Services
-from app.worker import TaskWorker
+from app.api.errors import install_error_handlers
+from app.tasks.pipeline import Pipeline
+from app.storage.clients import Services
+from app.tasks.runner import TaskWorker
 
 
 def create_app(pipeline: Pipeline, services: Services) -> FastAPI:

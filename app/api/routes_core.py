@@ -8,11 +8,11 @@ from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFil
 from fastapi.responses import JSONResponse
 
 from app.api.deps import principal, services_of, worker_of
-from app.api.submit import TaskOptions, rate_limit, submit
-from app.auth import Principal
-from app.db.models import TaskSource
-from app.errors import APIError
-from app.schemas import SummarizeResult
+from app.tasks.submit import TaskOptions, rate_limit, submit
+from app.api.auth import Principal
+from app.storage.sql.models import TaskSource
+from app.api.errors import APIError
+from app.core.schemas import SummarizeResult
 
 router = APIRouter()
 

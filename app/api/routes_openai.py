@@ -37,16 +37,16 @@ from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import metrics
+from app.core import metrics
 from app.api.deps import principal, services_of
-from app.api.submit import rate_limit
+from app.tasks.submit import rate_limit
 from app.api.uploads import check_audio, read_upload
-from app.audio import AudioError
-from app.auth import Principal
-from app.errors import APIError
-from app.logs import get_logger
-from app.pipeline import unwrap
-from app.subtitles import to_srt, to_vtt
+from app.speech.audio import AudioError
+from app.api.auth import Principal
+from app.api.errors import APIError
+from app.core.logs import get_logger
+from app.tasks.pipeline import unwrap
+from app.speech.subtitles import to_srt, to_vtt
 
 log = get_logger()
 
@@ -330,7 +330,7 @@ def rate_limited(request: Request, caller: Principal = Depends(principal)) -> Pr
     return caller
 
 
-# Every route needs the caller's API key when auth is on (app.auth; 401 otherwise);
+# Every route needs the caller's API key when auth is on (app.api.auth; 401 otherwise);
 # the POST routes, which run the models, also count against the key's rate limit.
 router = APIRouter(route_class=OpenAIRoute, tags=["openai"], dependencies=[Depends(principal)])
 
@@ -418,7 +418,7 @@ def _round(x: float | None, digits: int = 3) -> float | None:
 
 
 def _verbose_segment(seg: Any, temperature: float) -> dict[str, Any]:
-    # app.schemas.Segment carries id/start/end/text (and words); Whisper's decoder
+    # app.core.schemas.Segment carries id/start/end/text (and words); Whisper's decoder
     # details are passed through when the segment has them, null otherwise.
     return {
         "id": seg.id,

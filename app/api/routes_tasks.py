@@ -11,14 +11,14 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
 
 from app.api.deps import principal, services_of
-from app.api.submit import TaskOptions, parse_task_request, rate_limit, submit
-from app.api.task_views import TaskCreated, TaskPage, TaskView, task_view
-from app.auth import Principal
-from app.db.models import TaskSource
-from app.db.tasks import BadCursor
-from app.errors import APIError
-from app.redis_state.events import EventsUnavailable, subscription
-from app.subtitles import to_srt, to_vtt
+from app.tasks.submit import TaskOptions, parse_task_request, rate_limit, submit
+from app.tasks.views import TaskCreated, TaskPage, TaskView, task_view
+from app.api.auth import Principal
+from app.storage.sql.models import TaskSource
+from app.storage.sql.tasks import BadCursor
+from app.api.errors import APIError
+from app.storage.redis.events import EventsUnavailable, subscription
+from app.speech.subtitles import to_srt, to_vtt
 
 router = APIRouter(tags=["tasks"])
 

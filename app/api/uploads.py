@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import UploadFile
 
-from app.audio import AudioError, probe
-from app.errors import APIError
-from app.settings import Settings
+from app.speech.audio import AudioError, probe
+from app.api.errors import APIError
+from app.core.settings import Settings
 
 
 async def read_upload(file: UploadFile | None, settings: Settings) -> bytes:

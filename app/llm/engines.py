@@ -16,8 +16,8 @@ from typing import Protocol
 import httpx
 from pydantic import BaseModel
 
-from app.model_assets import ModelError, ResolvedModel, resolve_llm_model
-from app.settings import Settings
+from app.core.model_assets import ModelError, ResolvedModel, resolve_llm_model
+from app.core.settings import Settings
 
 Message = dict[str, str]
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import ValidationError
 
 from app.llm.engines import LLMEngine
-from app.schemas import SummarizeOutput, Summary, summary_json_schema
+from app.core.schemas import SummarizeOutput, Summary, summary_json_schema
 
 DEFAULT_SYSTEM_PROMPT = (
     "You summarize transcripts of recorded speech (meetings, calls, talks). "

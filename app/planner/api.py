@@ -1,7 +1,7 @@
 """HTTP face of the planner: ``POST /v1/plan``, its option lists, and the ``/planner`` page.
 
 The ingress app includes :data:`router`; errors use the project's
-``{"error": {"code", "message"}}`` shape (``app.errors``), with a ``field`` key on 422s
+``{"error": {"code", "message"}}`` shape (``app.api.errors``), with a ``field`` key on 422s
 so the page can put the message next to the input that caused it.
 """
 
@@ -16,7 +16,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
-from app.errors import APIError
+from app.api.errors import APIError
 from app.planner.catalog import CATALOG_ENV, Catalog, CatalogError, Source, load_catalog
 from app.planner.model import PlanInput, PlannerInputError, PlanResult, plan
 from app.planner.presets import PRESETS

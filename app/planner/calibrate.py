@@ -1,6 +1,6 @@
 """Measure this machine's Whisper and LLM throughput and turn it into a planner profile.
 
-``aipp plan --calibrate`` runs the project's own model wrappers (``app.stt`` and
+``aipp plan --calibrate`` runs the project's own model wrappers (``app.speech.stt`` and
 ``app.llm``, configured by ``AIPP_*`` settings) on a bundled speech clip and a fixed
 prompt, then plans with the measured numbers instead of the catalog's estimates for
 the chosen GPU type. The profile says what it was measured on (CPU model and core
@@ -325,7 +325,7 @@ def measure(
 ) -> Measurement:
     """Time the project's STT and LLM wrappers on this machine.
 
-    ``stt`` and ``engine`` default to ``app.stt.SpeechToText.from_settings(settings)``
+    ``stt`` and ``engine`` default to ``app.speech.stt.SpeechToText.from_settings(settings)``
     and ``app.llm.build_engine(settings)``, imported here so the planner itself does
     not need the model stack; pass your own objects to measure something else.
     """
@@ -333,11 +333,11 @@ def measure(
     if not audio.is_file():
         raise CalibrationError(f"calibration audio not found: {audio}")
     if settings is None and (stt is None or engine is None):
-        from app.settings import get_settings
+        from app.core.settings import get_settings
 
         settings = get_settings()
     if stt is None:
-        from app.stt import SpeechToText
+        from app.speech.stt import SpeechToText
 
         stt = SpeechToText.from_settings(settings)
     audio_s, stt_wall = measure_stt(stt, audio, clock, repeats)

@@ -1,0 +1,1 @@
+"""The `aipp` command line."""

@@ -1,0 +1,1 @@
+"""Lowest layer: settings, logging, metrics, domain models, model assets. Imports nothing else from app."""

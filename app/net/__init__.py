@@ -1,0 +1,1 @@
+"""Network guard for user-supplied URLs (SSRF)."""

@@ -1,0 +1,1 @@
+"""Speech layer: audio decoding, speech-to-text, subtitles."""

@@ -1,0 +1,81 @@
+"""SubRip (SRT) and WebVTT captions from transcript segments.
+
+Shared by ``POST /v1/audio/transcriptions`` (``response_format=srt|vtt``) and any
+route that exports a stored transcript. Segments may be :class:`app.core.schemas.Segment`
+objects or plain dicts with ``start``, ``end`` (seconds) and ``text``.
+
+Cues are numbered from 1 without gaps (segments with no text are skipped), times
+never run backwards (a cue's end is at least its start, and a start is never
+before the previous cue's start), and text is kept to single-paragraph cues so
+a blank line inside a segment cannot end the cue early.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["format_timestamp", "to_srt", "to_vtt", "cues"]
+
+_BLANK_LINES = re.compile(r"\n\s*\n+")
+
+
+def _get(segment: Any, key: str) -> Any:
+    if isinstance(segment, dict):
+        return segment.get(key)
+    return getattr(segment, key, None)
+
+
+def format_timestamp(seconds: float, decimal_marker: str = ",", always_hours: bool = True) -> str:
+    """``HH:MM:SS,mmm`` (SRT) or ``HH:MM:SS.mmm`` (VTT); negative times clamp to 0."""
+    total_ms = max(0, int(round(float(seconds or 0.0) * 1000)))
+    hours, rem = divmod(total_ms, 3_600_000)
+    minutes, rem = divmod(rem, 60_000)
+    secs, ms = divmod(rem, 1000)
+    if hours or always_hours:
+        return f"{hours:02d}:{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+    return f"{minutes:02d}:{secs:02d}{decimal_marker}{ms:03d}"
+
+
+def _clean_text(text: str) -> str:
+    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
+    return _BLANK_LINES.sub("\n", text)
+
+
+def cues(segments: Iterable[Any]) -> list[tuple[float, float, str]]:
+    """``(start, end, text)`` per non-empty segment, with monotonic, non-negative times."""
+    out: list[tuple[float, float, str]] = []
+    last_start = 0.0
+    for seg in segments:
+        text = _clean_text(str(_get(seg, "text") or ""))
+        if not text:
+            continue
+        start = max(float(_get(seg, "start") or 0.0), 0.0, last_start)
+        end = max(float(_get(seg, "end") or 0.0), start)
+        out.append((start, end, text))
+        last_start = start
+    return out
+
+
+def to_srt(segments: Iterable[Any]) -> str:
+    """SubRip: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, a blank line after each."""
+    blocks = []
+    for i, (start, end, text) in enumerate(cues(segments), start=1):
+        blocks.append(f"{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n")
+    return "\n".join(blocks)
+
+
+def _vtt_escape(text: str) -> str:
+    # Cue text is HTML-like: escape markup characters; "-->" may not appear in a cue.
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return text
+
+
+def to_vtt(segments: Iterable[Any]) -> str:
+    """WebVTT: the ``WEBVTT`` header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues."""
+    blocks = ["WEBVTT\n"]
+    for start, end, text in cues(segments):
+        timing = f"{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}"
+        blocks.append(f"{timing}\n{_vtt_escape(text)}\n")
+    return "\n".join(blocks)

@@ -1,0 +1,1 @@
+"""Storage layer: SQL task store (sqlmodel), Redis state, audio blobs."""

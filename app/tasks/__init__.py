@@ -1,0 +1,1 @@
+"""Task layer: submission, the task runner, webhooks, task views."""
