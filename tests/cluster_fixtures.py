@@ -43,6 +43,9 @@ class RayCluster:
 
 def start_head(temp_dir: Path, num_cpus: int) -> RayCluster:
     """`ray start --head` on loopback with the dashboard, in its own temp dir."""
+    from app.core.ray_auth import ensure_ray_token
+
+    ensure_ray_token()  # `ray start` reads a token but never creates one
     port, dash = free_port(), free_port()
     env = dict(os.environ, RAY_AUTH_MODE="token")
     cmd = [

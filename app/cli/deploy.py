@@ -14,6 +14,7 @@ from pathlib import Path
 
 import yaml
 
+from app.core.ray_auth import ensure_ray_token
 from app.core.settings import Settings
 
 APP_NAME = "aipp"
@@ -61,6 +62,62 @@ def prepare_config(
     return cfg
 
 
+def replica_resources(dep: dict) -> dict[str, float]:
+    """What one replica of a deployment reserves (Serve's default is one CPU)."""
+    opts = dep.get("ray_actor_options") or {}
+    need = {"CPU": float(opts.get("num_cpus", 1) or 0), "GPU": float(opts.get("num_gpus", 0) or 0)}
+    if opts.get("memory"):
+        need["memory"] = float(opts["memory"])
+    for name, amount in (opts.get("resources") or {}).items():
+        need[name] = float(amount)
+    return {k: v for k, v in need.items() if v}
+
+
+def min_replicas(dep: dict) -> int:
+    auto = dep.get("autoscaling_config")
+    if auto:
+        return int(auto.get("initial_replicas") or auto.get("min_replicas") or 1)
+    replicas = dep.get("num_replicas", 1)
+    return 1 if replicas in (None, "auto") else int(replicas)
+
+
+def fit_problem(config: dict, total: dict[str, float]) -> str | None:
+    """Why the config's minimum replicas can never be scheduled on ``total``, or None.
+
+    Checked before deploying so that a config too big for the machine fails in
+    seconds with the deployment and resource named, not after a 600 s wait.
+    """
+    needed: dict[str, float] = {}
+    lines = []
+    for app in config.get("applications", []):
+        for dep in app.get("deployments", []):
+            count, each = min_replicas(dep), replica_resources(dep)
+            for name, amount in each.items():
+                needed[name] = needed.get(name, 0.0) + count * amount
+            shown = ", ".join(f"{k}={v:g}" for k, v in each.items()) or "nothing"
+            lines.append(f"  {dep['name']}: {count} × {{{shown}}}")
+    short = [
+        f"{name} {amount:g} needed, {total.get(name, 0.0):g} in the cluster"
+        for name, amount in sorted(needed.items())
+        if amount > total.get(name, 0.0) + 1e-9
+    ]
+    if not short:
+        return None
+    return (
+        "the Serve config does not fit this Ray cluster ("
+        + "; ".join(short)
+        + "). Minimum replicas:\n"
+        + "\n".join(lines)
+        + "\nLower ray_actor_options in the config, or give Ray more with --num-cpus."
+    )
+
+
+def cluster_total() -> dict[str, float]:
+    import ray
+
+    return {k: float(v) for k, v in ray.cluster_resources().items()}
+
+
 def dashboard_url(settings: Settings) -> str:
     return f"http://127.0.0.1:{settings.dashboard_port}"
 
@@ -70,12 +127,15 @@ def start_ray(settings: Settings, address: str | None, num_cpus: int | None) -> 
 
     if ray.is_initialized():
         return
+    ensure_ray_token()
     if address:
         ray.init(address=address, namespace="serve", log_to_driver=False)
         return
     ray.init(
         namespace="serve",
         num_cpus=num_cpus,
+        # A local service is a loopback service: Ray's own ports stay off the network.
+        _node_ip_address="127.0.0.1",
         include_dashboard=True,
         dashboard_host="127.0.0.1",
         dashboard_port=settings.dashboard_port,
@@ -84,9 +144,9 @@ def start_ray(settings: Settings, address: str | None, num_cpus: int | None) -> 
 
 
 def _client(settings: Settings):
-    # Ray 2.60 starts local clusters with token auth; REST clients find the token in
-    # ~/.ray/auth_token only when told the mode (as `ray job submit` users must too).
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    # Ray 2.60 runs local clusters with token auth; REST clients read the token only
+    # when told the mode, and only if it exists (a fresh machine has none yet).
+    ensure_ray_token()
     from ray.dashboard.modules.serve.sdk import ServeSubmissionClient
 
     return ServeSubmissionClient(dashboard_url(settings))
@@ -107,6 +167,16 @@ def deployed_env(settings: Settings) -> dict[str, str]:
     return dict((config.get("runtime_env") or {}).get("env_vars") or {})
 
 
+def _deployment_states(app: dict) -> dict[str, str]:
+    """Each deployment's status and running replicas, for progress while models load."""
+    states = {}
+    for name, dep in (app.get("deployments") or {}).items():
+        replicas = dep.get("replicas") or []
+        running = sum(1 for r in replicas if r.get("state") == "RUNNING")
+        states[name] = f"{dep.get('status', '?').lower()} {running}/{len(replicas)}"
+    return states
+
+
 def wait_running(settings: Settings, timeout_s: float = 600, on_tick=None) -> dict:
     """Block until the app is RUNNING; raise with Serve's own message if it fails."""
     deadline = time.monotonic() + timeout_s
@@ -122,7 +192,7 @@ def wait_running(settings: Settings, timeout_s: float = 600, on_tick=None) -> di
         if app:
             status = app.get("status")
             if on_tick:
-                on_tick(status)
+                on_tick(status, _deployment_states(app))
             if status == "RUNNING":
                 return app
             if status in ("DEPLOY_FAILED", "UNHEALTHY"):

@@ -59,7 +59,9 @@ def register(cli: typer.Typer) -> None:
     ) -> None:
         """Start a local Ray with the dashboard and deploy the Serve app."""
         from app.cli import deploy as runner
+        from app.core.ray_auth import ensure_ray_token
 
+        ensure_ray_token()  # before Ray is imported: a fresh machine has no token yet
         if host:
             os.environ["AIPP_HOST"] = host
         if port:
@@ -83,13 +85,32 @@ def register(cli: typer.Typer) -> None:
             runner.wait_running(settings)
             console.print("[green]config applied[/]")
             return
-        runner.start_ray(settings, address, num_cpus)
+        with console.status("starting Ray (dashboard on 127.0.0.1)…"):
+            runner.start_ray(settings, address, num_cpus)
+        problem = runner.fit_problem(cfg, runner.cluster_total())
+        if problem and not address:
+            _fail(problem)
+        if problem:  # a cluster may add nodes on demand: say so, then wait
+            err_console.print(f"[yellow]warning:[/] {problem}")
+        started = time.monotonic()
+        last_line = [0.0]
         with console.status("deploying Serve application (loading models)…") as status:
             runner.deploy(cfg, settings)
+
+            def _tick(app_status: str, deployments: dict | None = None) -> None:
+                waited = time.monotonic() - started
+                parts = ", ".join(f"{n} {d}" for n, d in (deployments or {}).items())
+                line = f"application {app_status} ({waited:.0f}s) {parts}"
+                status.update(line)
+                if not console.is_terminal and waited >= last_line[0] + 15:
+                    last_line[0] = waited  # logs and CI get a line now and then, not silence
+                    console.print(line)
+
             try:
-                runner.wait_running(settings, on_tick=lambda s: status.update(f"application {s}…"))
+                runner.wait_running(settings, on_tick=_tick)
             except runner.DeployError as exc:
                 _fail(f"the Serve application failed to start:\n{exc}")
+        console.print(f"[dim]ready in {time.monotonic() - started:.0f}s[/]")
         base = f"http://{settings.host}:{settings.port}"
         table = Table(show_header=False, box=None)
         table.add_row("API", base)
