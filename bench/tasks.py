@@ -2,10 +2,14 @@
 
 Reports, in one run:
 - accepted submissions per second (POST /v1/tasks, a 4 s clip, 100 clients);
-- GET /v1/tasks/{id} requests per second with p50 and p99 (wrk if installed, else httpx);
+- GET /v1/tasks/{id} requests per second with p50 and p99 (wrk if installed, else httpx),
+  and the same against a bare FastAPI app (uvicorn, one process) answering the same
+  JSON, measured the same way in the same run: the ratio is what the service's
+  layers (Serve proxy, auth, database read) cost on this machine;
 - a cache-hit submission's latency against a full run of the same clip (ratio).
 
     python -m bench.tasks                    # starts its own service
+    python -m bench.tasks --reads-only --seconds 10   # status reads + baseline only
     python -m bench.tasks --url http://127.0.0.1:8000 --key aipp_...
 """
 
@@ -120,6 +124,84 @@ async def status_reads_httpx(
     }
 
 
+BARE_APP = """
+import json, os
+from fastapi import FastAPI
+from fastapi.responses import Response
+
+BODY = open(os.environ["BENCH_BODY"], "rb").read()
+app = FastAPI()
+
+@app.get("/v1/tasks/{task_id}")
+async def get_task(task_id: str) -> Response:
+    return Response(BODY, media_type="application/json")
+"""
+
+
+def start_bare_app(body: bytes) -> tuple[str, subprocess.Popen]:
+    """A bare FastAPI app on uvicorn answering ``body`` for GET /v1/tasks/{id}."""
+    import socket
+    import sys
+
+    tmp = Path(tempfile.mkdtemp(prefix="aipp-bare-"))
+    (tmp / "bare_app.py").write_text(BARE_APP)
+    (tmp / "body.json").write_bytes(body)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "bare_app:app",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-access-log",
+        ],
+        cwd=tmp,
+        env={**os.environ, "BENCH_BODY": str(tmp / "body.json")},
+    )
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(100):
+        try:
+            if httpx.get(f"{url}/v1/tasks/x", timeout=1).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    return url, proc
+
+
+def status_reads(url: str, headers: dict, task_id: str, clients: int, seconds: int) -> dict:
+    if shutil.which("wrk"):
+        return status_reads_wrk(url, headers, task_id, clients, seconds)
+    return asyncio.run(status_reads_httpx(url, headers, task_id, clients, seconds))
+
+
+def reads_against_baseline(
+    url: str, headers: dict, task_id: str, clients: int, seconds: int
+) -> dict:
+    """The service's status reads and a bare FastAPI app's, same JSON, same tool, same run."""
+    body = httpx.get(f"{url}/v1/tasks/{task_id}", headers=headers, timeout=30).content
+    service = status_reads(url, headers, task_id, clients, seconds)
+    bare_url, proc = start_bare_app(body)
+    try:
+        bare = status_reads(bare_url, {}, task_id, clients, seconds)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {
+        "service": service,
+        "bare_fastapi": bare,
+        "rps_ratio_service_over_bare": round(service["rps"] / bare["rps"], 3)
+        if bare["rps"]
+        else None,
+        "body_bytes": len(body),
+    }
+
+
 def cache_ratio(url: str, headers: dict, runs: int) -> dict:
     # A clip no earlier run has cached: jfk.flac plus a unique trailing tag (FLAC ignores it).
     clip = (DATA / "jfk.flac").read_bytes() + uuid.uuid4().bytes
@@ -148,6 +230,9 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--per-client", type=int, default=5)
     parser.add_argument("--seconds", type=int, default=15)
+    parser.add_argument(
+        "--reads-only", action="store_true", help="Only status reads and their baseline."
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "tasks.json")
     args = parser.parse_args()
 
@@ -159,27 +244,26 @@ def main() -> None:
     if url is None:
         url, handle = start_service(Path(tempfile.mkdtemp(prefix="aipp-bench-")))
     headers = {"Authorization": f"Bearer {args.key}"} if args.key else {}
+    results: dict = {"machine": machine(), "clients": args.clients}
     try:
         clip = (DATA / "hotwords.mp3").read_bytes()
-        subs = asyncio.run(submissions_per_s(url, headers, clip, args.clients, args.per_client))
-        task_id = subs.pop("ids")[0]
-        if shutil.which("wrk"):
-            reads = status_reads_wrk(url, headers, task_id, args.clients, args.seconds)
+        if args.reads_only:
+            with httpx.Client(base_url=url, headers=headers, timeout=120) as http:
+                created = http.post("/v1/tasks", files={"file": ("reads.mp3", clip)})
+                created.raise_for_status()
+                task_id = created.json()["id"]
         else:
-            reads = asyncio.run(
-                status_reads_httpx(url, headers, task_id, args.clients, args.seconds)
-            )
-        cache = cache_ratio(url, headers, runs=20)
+            subs = asyncio.run(submissions_per_s(url, headers, clip, args.clients, args.per_client))
+            task_id = subs.pop("ids")[0]
+            results["submissions"] = subs
+        results["status_reads"] = reads_against_baseline(
+            url, headers, task_id, args.clients, args.seconds
+        )
+        if not args.reads_only:
+            results["cache"] = cache_ratio(url, headers, runs=20)
     finally:
         if handle is not None:
             stop_service(handle)
-    results = {
-        "machine": machine(),
-        "clients": args.clients,
-        "submissions": subs,
-        "status_reads": reads,
-        "cache": cache,
-    }
     print(json.dumps(results, indent=2))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2))

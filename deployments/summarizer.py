@@ -13,11 +13,11 @@ from collections.abc import Iterator
 from ray import serve
 
 from app.core import metrics
-from app.llm.engines import Completion, build_engine
-from app.llm.summarize import DEFAULT_SYSTEM_PROMPT, TranscriptSummarizer
 from app.core.logs import get_logger, log_context
 from app.core.schemas import SummarizeOutput
 from app.core.settings import get_settings
+from app.llm.engines import Completion, build_engine
+from app.llm.summarize import GROUNDED_SYSTEM_PROMPT, TranscriptSummarizer
 
 logger = logging.getLogger("ray.serve")
 log = get_logger()
@@ -37,21 +37,32 @@ class Summarizer:
 
     def reconfigure(self, user_config: dict | None) -> None:
         prompt = (user_config or {}).get("system_prompt")
-        self.summarizer.system_prompt = prompt or DEFAULT_SYSTEM_PROMPT
+        self.summarizer.system_prompt = prompt or GROUNDED_SYSTEM_PROMPT
         logger.info("Summarizer system prompt set (%d chars)", len(self.summarizer.system_prompt))
 
     def summarize(
-        self, text: str, instruction: str | None = None, task_id: str | None = None
+        self,
+        text: str,
+        instruction: str | None = None,
+        task_id: str | None = None,
+        segments: list[dict] | None = None,
+        duration_s: float | None = None,
     ) -> SummarizeOutput:
+        """Pass ``segments`` (id, start, end, text) so evidence carries timestamps."""
         with log_context(task_id=task_id):
-            out = self.summarizer.summarize(text, instruction)
+            out = self.summarizer.summarize(text, instruction, segments, duration_s)
             metrics.record_summary(out.summarize_s, out.prompt_tokens, out.completion_tokens)
             log.info(
-                "summarized in %.3fs (%d tokens in, %d out, %d chunks)",
+                "summarized in %.3fs (%d tokens in, %d out, %d chunks, %s, "
+                "%d retries, %d items dropped, %d repaired)",
                 out.summarize_s,
                 out.prompt_tokens,
                 out.completion_tokens,
                 out.chunks,
+                out.summary.method,
+                out.retries,
+                out.dropped_items,
+                out.repaired_items,
             )
         return out
 

@@ -61,10 +61,14 @@ class BatchOptions:
     stt_threads: int | None = None
     llm_threads: int | None = None
     gpu_fraction: float = 0.5  # of each GPU for a Whisper actor; the LLM gets the rest
+    gpus: int | None = None  # GPUs to plan for with --device gpu (autoscaled clusters)
     io_tasks: int | None = None
     llm_batch_size: int = 32  # rows per vLLM processor batch (GPU)
     language: str | None = None
     instruction: str | None = None
+    diarize: bool = False  # who spoke when: a Diarize stage before Transcribe
+    min_speakers: int | None = None
+    max_speakers: int | None = None
     rows_per_file: int = 64
     flush_interval_s: float = 30.0
     record_tasks: bool | None = None  # None: on when AIPP_DATABASE_URL is set
@@ -109,11 +113,26 @@ def make_plan(
     read/decode tasks always keep their share, or they could never be scheduled
     once the actors hold every CPU. GPU: each GPU holds one
     Whisper actor (``gpu_fraction``) and one vLLM engine (the rest).
+
+    ``--device gpu`` plans for ``opts.gpus`` GPUs (default: those free, at least one)
+    even when none is free yet: on an autoscaled cluster the GPU groups start at zero,
+    and only actors that ask for GPUs make the autoscaler add GPU nodes. The plan's
+    ``shortfall`` then says what it waits for. A local Ray we started gets no GPUs
+    by waiting, so there it is an error.
     """
     cpus = float(resources.get("CPU", 0.0))
     gpus = float(resources.get("GPU", 0.0))
-    if opts.device == "gpu" and gpus < 1:
-        raise BatchError("--device gpu, but the Ray cluster has no free GPU")
+    if opts.gpus is not None and opts.device != "gpu":
+        raise BatchError("--gpus needs --device gpu")
+    if opts.device == "gpu" and gpus < 1 and (local_cores or not opts.gpus):
+        raise BatchError(
+            "--device gpu, but the Ray cluster has no free GPU"
+            + ("" if local_cores else "; pass --gpus N to wait for N from the autoscaler")
+        )
+    if opts.device == "gpu" and opts.gpus:
+        gpus_planned = float(opts.gpus)
+    else:
+        gpus_planned = gpus
     use_gpu = opts.device == "gpu" or (opts.device == "auto" and gpus >= 1)
     summarizer = opts.summarizer
     if summarizer == "auto":
@@ -128,7 +147,7 @@ def make_plan(
     stt_threads = opts.stt_threads or settings.stt_cpu_threads or (0 if use_gpu else 1)
     llm_threads = opts.llm_threads or settings.llm_threads or 1
     if use_gpu:
-        whole = max(1, int(gpus))
+        whole = max(1, int(gpus_planned))
         stt_gpu = opts.gpu_fraction
         llm_on_gpu = settings.llm_engine == "vllm"
         llm_gpu = round(1.0 - stt_gpu, 3) if llm_on_gpu else 0.0
@@ -225,6 +244,21 @@ def build_dataset(files, done_ref, opts: BatchOptions, settings: Settings, plan:
     ds = ds.map_batches(
         decode_audio, fn_kwargs={"max_duration_s": settings.max_audio_minutes * 60}, **io
     )
+    if opts.diarize:
+        from pipelines.diarize_stage import Diarize
+
+        ds = ds.map_batches(
+            Diarize,
+            fn_constructor_kwargs={
+                "threads": plan.stt_threads or None,
+                "min_speakers": opts.min_speakers,
+                "max_speakers": opts.max_speakers,
+            },
+            compute=ActorPoolStrategy(size=1),
+            batch_size=1,
+            batch_format="pyarrow",
+            num_cpus=plan.stt_num_cpus,
+        )
     gpu = {"num_gpus": plan.stt_num_gpus} if plan.stt_num_gpus else {}
     ds = ds.map_batches(
         Transcribe,
@@ -239,17 +273,21 @@ def build_dataset(files, done_ref, opts: BatchOptions, settings: Settings, plan:
         num_cpus=plan.stt_num_cpus,
         **gpu,
     )
+    if opts.diarize:
+        from pipelines.diarize_stage import merge_speakers
+
+        ds = ds.map_batches(merge_speakers, **io)
     if plan.summarizer == "vllm":
         from pipelines.summarize_vllm import build_vllm_summarizer
 
-        processor, _ = build_vllm_summarizer(
+        summarize, _ = build_vllm_summarizer(
             settings,
             engines=plan.llm_actors,
             gpu_fraction=plan.llm_num_gpus,
             batch_size=opts.llm_batch_size,
             instruction=opts.instruction,
         )
-        return processor(ds)
+        return summarize(ds)  # failed inferences mapped to failed rows (make_finalize)
     gpu = {"num_gpus": plan.llm_num_gpus} if plan.llm_num_gpus else {}
     return ds.map_batches(
         Summarize,
@@ -399,6 +437,9 @@ def _start_ray(opts: BatchOptions) -> tuple[bool, int | None]:
             f"{address} is a dashboard (job API) address: submit with `ray job submit "
             f"--address {address} ...`, or give --address the GCS address (host:6379)"
         )
+    from app.core.ray_auth import ensure_ray_token
+
+    ensure_ray_token()  # a fresh machine has no ~/.ray/auth_token yet
     if address and address != "local":
         ray.init(address=address, log_to_driver=True)
         return True, None

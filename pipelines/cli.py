@@ -43,8 +43,17 @@ def register(cli: typer.Typer) -> None:
         gpu_fraction: float = typer.Option(
             0.5, help="Share of a GPU per Whisper actor; the vLLM engine gets the rest."
         ),
+        gpus: int = typer.Option(
+            None,
+            min=1,
+            help="With --device gpu: GPUs to plan for even if none is free yet (the "
+            "autoscaler adds GPU nodes for the pending actors).",
+        ),
         language: str = typer.Option(None, help="Spoken language (default: detect)."),
         instruction: str = typer.Option(None, help="Extra instruction for every summary."),
+        diarize: bool = typer.Option(False, help="Label who spoke when (speaker per segment)."),
+        min_speakers: int = typer.Option(None, min=1, max=20, help="With --diarize: at least."),
+        max_speakers: int = typer.Option(None, min=1, max=20, help="With --diarize: at most."),
         rows_per_file: int = typer.Option(
             64, min=1, help="Rows per output part file (a part is also cut every flush interval)."
         ),
@@ -86,8 +95,12 @@ def register(cli: typer.Typer) -> None:
             stt_threads=stt_threads,
             llm_threads=llm_threads,
             gpu_fraction=gpu_fraction,
+            gpus=gpus,
             language=language,
             instruction=instruction,
+            diarize=diarize,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
             rows_per_file=rows_per_file,
             flush_interval_s=flush_interval_s,
             record_tasks=record_tasks,

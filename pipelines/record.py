@@ -14,7 +14,15 @@ import posixpath
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
-from app.core.schemas import ModelIds, Segment, SummarizeResult, Summary, Timings, Transcript
+from app.core.schemas import (
+    ModelIds,
+    Segment,
+    SpeakerInfo,
+    SummarizeResult,
+    Summary,
+    Timings,
+    Transcript,
+)
 
 
 def task_result(row: dict) -> dict:
@@ -26,6 +34,7 @@ def task_result(row: dict) -> dict:
             language=row.get("language") or "",
             duration_s=row.get("duration_s") or 0.0,
             segments=[Segment(**s) for s in row.get("segments") or []],
+            speakers=[SpeakerInfo(**s) for s in row.get("speakers") or []] or None,
         ),
         summary=Summary(
             summary=row.get("summary") or "",

@@ -42,10 +42,17 @@ PERMANENT_ERRORS = frozenset(
 )
 
 SEGMENT = pa.struct(
-    [("id", pa.int32()), ("start", pa.float64()), ("end", pa.float64()), ("text", pa.string())]
+    [
+        ("id", pa.int32()),
+        ("start", pa.float64()),
+        ("end", pa.float64()),
+        ("text", pa.string()),
+        ("speaker", pa.string()),  # null unless --diarize
+    ]
 )
+SPEAKER = pa.struct([("id", pa.string()), ("speaking_s", pa.float64())])
 MODELS = pa.struct([("stt", pa.string()), ("llm", pa.string())])
-TIMING_KEYS = ("read_s", "decode_s", "transcribe_s", "summarize_s", "total_s")
+TIMING_KEYS = ("read_s", "decode_s", "diarize_s", "transcribe_s", "summarize_s", "total_s")
 TIMINGS = pa.struct([(k, pa.float64()) for k in TIMING_KEYS])
 
 RESULT_SCHEMA = pa.schema(
@@ -57,6 +64,7 @@ RESULT_SCHEMA = pa.schema(
         ("language", pa.string()),
         ("transcript_text", pa.string()),
         ("segments", pa.list_(SEGMENT)),
+        ("speakers", pa.list_(SPEAKER)),  # empty unless --diarize
         ("summary", pa.string()),
         ("key_points", pa.list_(pa.string())),
         ("action_items", pa.list_(pa.string())),
@@ -104,7 +112,7 @@ def normalize(row: dict) -> dict:
     timings["total_s"] = round(sum(v for k, v in timings.items() if k != "total_s"), 4)
     out["timings"] = {k: timings.get(k) for k in TIMING_KEYS}
     out["models"] = {"stt": None, "llm": None, **(out["models"] or {})}
-    for key in ("key_points", "action_items", "segments"):
+    for key in ("key_points", "action_items", "segments", "speakers"):
         out[key] = list(out[key] or [])
     return out
 

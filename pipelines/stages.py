@@ -27,8 +27,22 @@ from app.speech.audio import SAMPLE_RATE, AudioError, decode, probe
 from pipelines.results import RESULT_SCHEMA
 from pipelines.sources import read_bytes
 
-WORK_SCHEMA = RESULT_SCHEMA.append(pa.field("audio", pa.large_binary())).append(
-    pa.field("pcm", pa.large_binary())
+WORK_SCHEMA = (
+    RESULT_SCHEMA.append(pa.field("audio", pa.large_binary()))
+    .append(pa.field("pcm", pa.large_binary()))
+    # --diarize (pipelines/diarize_stage.py): turns from Diarize to merge_speakers, and
+    # the "Speaker N: ..." text the summarizer reads.
+    .append(
+        pa.field(
+            "speaker_turns",
+            pa.list_(
+                pa.struct(
+                    [("start", pa.float64()), ("end", pa.float64()), ("speaker", pa.string())]
+                )
+            ),
+        )
+    )
+    .append(pa.field("speaker_text", pa.string()))
 )
 MAX_ERROR_CHARS = 2000
 
@@ -221,7 +235,11 @@ class Summarize:
                 continue
             try:
                 result = self.summarizer.summarize(
-                    row.get("transcript_text") or "", self.instruction
+                    # With --diarize: "Speaker N: ..." lines (pipelines/diarize_stage.py).
+                    row.get("speaker_text") or row.get("transcript_text") or "",
+                    self.instruction,
+                    segments=row.get("segments") or None,
+                    duration_s=row.get("duration_s"),
                 )
             except Exception as exc:
                 out.append(fail(row, "summarize_failed", f"{type(exc).__name__}: {exc}"))

@@ -20,8 +20,8 @@ from __future__ import annotations
 import json
 import re
 
-from app.llm.summarize import DEFAULT_SYSTEM_PROMPT, NO_SPEECH, parse_summary
 from app.core.schemas import summary_json_schema
+from app.llm.summarize import DEFAULT_SYSTEM_PROMPT, NO_SPEECH, parse_summary
 
 # Conservative: English runs ~4 characters a token for Qwen/Llama tokenizers.
 CHARS_PER_TOKEN = 3.5
@@ -64,6 +64,7 @@ def processor_config(
         engine_kwargs={
             "max_model_len": settings.llm_context_tokens,
             "gpu_memory_utilization": settings.llm_gpu_memory_utilization,
+            "enforce_eager": settings.llm_enforce_eager,  # docs/gpu.md
         },
         # Share each GPU with a Whisper actor: a fractional GPU per engine ("uni" executor).
         placement_group_config={"bundle_per_worker": {"CPU": 1, "GPU": gpu_fraction}},
@@ -131,10 +132,39 @@ def make_postprocess(model_name: str):
     return postprocess
 
 
+INFERENCE_ERROR = "__inference_error__"
+
+
+def make_finalize(model_name: str):
+    """Row after the processor -> our result row; failed inferences become failed rows.
+
+    Ray 2.60's ``wrap_postprocess`` hands a row whose ``__inference_error__`` is set
+    straight through, *without* calling our postprocess: it arrives as the processor's
+    whole internal row (prompt, sampling params, ...) with no summary and no error
+    code, and would be written as a success with an empty summary. So the error
+    mapping runs here, after the processor, on every row.
+    """
+    postprocess = make_postprocess(model_name)
+
+    def finalize(row: dict) -> dict:
+        error = row.get(INFERENCE_ERROR) or ""
+        if not error:
+            row.pop(INFERENCE_ERROR, None)
+            return row
+        return postprocess(row)  # sees __inference_error__: error_code summarize_failed
+
+    return finalize
+
+
+def run_processor(processor, ds, model_name: str):
+    """``processor(ds)`` then :func:`make_finalize`: the only way this module applies it."""
+    return processor(ds).map(make_finalize(model_name))
+
+
 def build_vllm_summarizer(
     settings, *, engines: int, gpu_fraction: float, batch_size: int, instruction: str | None = None
 ):
-    """``(processor, model name)``; ``processor(ds)`` adds the summary columns to each row.
+    """``(summarize, model name)``; ``summarize(ds)`` adds the summary columns to each row.
 
     Building it loads the model's tokenizer config (transformers, from ``aipp[gpu]``).
     """
@@ -151,4 +181,4 @@ def build_vllm_summarizer(
         preprocess=make_preprocess(settings, instruction),
         postprocess=make_postprocess(model.name),
     )
-    return processor, model.name
+    return (lambda ds: run_processor(processor, ds, model.name)), model.name

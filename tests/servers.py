@@ -257,11 +257,12 @@ class RedisHandle:
     def __init__(self, data_dir: Path, port: int) -> None:
         self.data_dir = data_dir
         self.port = port
+        self.password = uuid.uuid4().hex  # one per handle: restarts keep the URL
         self.server: EmbeddedRedis | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://:{self.password}@127.0.0.1:{self.port}/0"
 
     def start(self) -> EmbeddedRedis:
         if self.server is not None and self.server.running:
@@ -269,7 +270,9 @@ class RedisHandle:
         deadline = time.monotonic() + 10
         while True:
             try:
-                self.server = start_embedded_redis(self.data_dir, port=self.port)
+                self.server = start_embedded_redis(
+                    self.data_dir, port=self.port, password=self.password
+                )
                 return self.server
             except RuntimeError:
                 # The port can take a moment to be free again after a stop.

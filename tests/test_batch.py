@@ -302,9 +302,9 @@ def test_vllm_branch_thins_long_transcripts_to_the_budget():
 
 def test_vllm_branch_builds_its_config_and_maps_rows_without_a_gpu():
     """The ray.data.llm branch cannot run here; its config and row functions can."""
-    from app.llm.summarize import DEFAULT_SYSTEM_PROMPT
     from app.core.schemas import summary_json_schema
     from app.core.settings import Settings
+    from app.llm.summarize import DEFAULT_SYSTEM_PROMPT
     from pipelines.summarize_vllm import make_postprocess, make_preprocess, processor_config
 
     settings = Settings(llm_engine="vllm", llm_model="Qwen/Qwen2.5-0.5B-Instruct")

@@ -133,9 +133,14 @@ def _expected_serve_cfg(phase: int) -> dict:
         cfg = _merge(cfg, _yaml(SERVE_CONFIG_GPU))
     cfg = _merge(cfg, {"http_options": {"host": "0.0.0.0"}})
     values = _yaml(VALUES)
+    # Bound beyond loopback: API keys on. GPU phases: the baked model, hub off.
+    env = {"AIPP_AUTH": "on"}
     if phase == 1:
-        engine = {"runtime_env": {"env_vars": {"AIPP_LLM_ENGINE": values["llm_engine"]}}}
-        cfg = _merge(cfg, {"applications": [{"name": "aipp", **engine}]})
+        env["AIPP_LLM_ENGINE"] = values["llm_engine"]
+    else:
+        env["AIPP_LLM_MODEL"] = values["gpu_llm"]["model_dir"]
+        env |= {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    cfg = _merge(cfg, {"applications": [{"name": "aipp", "runtime_env": {"env_vars": env}}]})
     return _merge(cfg, values["serve_overrides"][f"phase{phase}"] or {})
 
 
@@ -469,7 +474,10 @@ def test_gpu_fractions_fit_a_node(rendered, phase):
     assert sum(per_replica) <= min(
         values["worker_groups"][g]["gpus"] for g in ("gpu-ondemand", "gpu-spot")
     )
-    assert sorted(per_replica) == [0, 0.5, 0.5]
+    gpus = {n: d["ray_actor_options"].get("num_gpus", 0) for n, d in _deployments(cfg).items()}
+    # Deployments come from serve_config.yaml generically (Ingress, TaskRunner, Diarizer,
+    # ...); only the two model deployments take a GPU share.
+    assert {n: g for n, g in gpus.items() if g} == {"Transcriber": 0.5, "Summarizer": 0.5}
 
 
 def test_gpu_fractions_that_do_not_fit_are_refused():
@@ -674,6 +682,108 @@ def test_dockerfile_builds_on_the_pinned_ray_image():
     for image, _ in froms:
         assert image.startswith("rayproject/ray:${RAY_VERSION}-${PYTHON_TAG}-"), image
     assert re.search(r'pip install .*"\.\[gpu\]"', text)
-    assert "vllm==0.33.0" in (ROOT / "pyproject.toml").read_text()
+    assert "vllm==0.29.0" in (ROOT / "pyproject.toml").read_text()  # = ray[llm]==2.60.0
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ".venv" in ignore and ".git" in ignore
+
+
+# --- Authentication, offline models, driver floor, batch head (issues 12 and 15) ------
+
+
+def test_every_phase_renders_ray_token_auth(rendered):
+    """Dashboard/jobs (8265), client (10001) and GCS (6379) need the token in every phase."""
+    secret = _yaml(VALUES)["ray_auth"]["secret_name"]
+    seen = 0
+    for phase in r.PHASES:
+        for fname, doc in _docs(rendered[phase]).items():
+            for spec in _cluster_specs(doc):
+                assert spec.get("authOptions") == {"mode": "token", "secretName": secret}, fname
+                seen += 1
+            if doc["kind"] == "RayJob":
+                (sub,) = doc["spec"]["submitterPodTemplate"]["spec"]["containers"]
+                env = {e["name"]: e for e in sub["env"]}
+                assert env["RAY_AUTH_MODE"]["value"] == "token"
+                ref = env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]
+                assert ref == {"name": secret, "key": "auth_token"}
+    assert seen == 4  # phase 1, phase 2, the RayService and the RayJob's cluster
+
+
+def test_validator_refuses_token_auth_on_a_ray_without_it(rendered):
+    doc = yaml.safe_load(rendered[1]["raycluster.yaml"])
+    doc["spec"]["rayVersion"] = "2.51.0"
+    assert any("rayVersion >= 2.52.0" in p for p in r.validate_manifest(doc))
+
+
+@pytest.mark.parametrize("phase", r.PHASES)
+def test_api_keys_on_wherever_serve_binds_beyond_loopback(rendered, phase):
+    cfg = _serve_cfg(phase, rendered[phase])
+    assert not r.loopback_only(cfg["http_options"]["host"])
+    assert cfg["applications"][0]["runtime_env"]["env_vars"]["AIPP_AUTH"] == "on"
+
+
+def test_a_non_loopback_serve_config_without_api_keys_is_refused():
+    from cluster.render.serve_config import require_auth_beyond_loopback
+
+    cfg = r.load_serve_config(1)
+    assert r.loopback_only(cfg["http_options"]["host"])  # local default: 127.0.0.1
+    assert require_auth_beyond_loopback(cfg) == []
+    cfg["http_options"]["host"] = "0.0.0.0"
+    assert require_auth_beyond_loopback(cfg)
+    for host in ("127.0.0.1", "::1", "localhost"):
+        assert r.loopback_only(host)
+    for host in ("0.0.0.0", "::", "10.0.0.5", "aipp.example.com"):
+        assert not r.loopback_only(host)
+
+
+def _gpu_groups(doc: dict) -> list[dict]:
+    return [
+        g for spec in _cluster_specs(doc) for g in _groups(spec).values() if "gpu" in g["groupName"]
+    ]
+
+
+def test_gpu_pods_require_the_driver_floor_and_run_offline(rendered):
+    values = _yaml(VALUES)
+    floor = values["gpu_driver"]["min_major"]
+    groups = [g for p in (2, 3) for d in _docs(rendered[p]).values() for g in _gpu_groups(d)]
+    assert len(groups) == 5  # phase 2: 1; RayService: 2; RayJob: 2
+    for g in groups:
+        spec = g["template"]["spec"]
+        terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        (expr,) = terms["nodeSelectorTerms"][0]["matchExpressions"]
+        assert expr["key"] == values["gpu_driver"]["node_label"]
+        assert expr["operator"] == "Gt" and int(expr["values"][0]) + 1 == floor
+        env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+        assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"
+
+
+def test_gpu_model_is_the_directory_baked_into_the_gpu_image(rendered):
+    model_dir = _yaml(VALUES)["gpu_llm"]["model_dir"]
+    baked = re.findall(r"^ARG GPU_LLM_DIR=(\S+)$", DOCKERFILE.read_text(), re.M)
+    assert baked and set(baked) == {model_dir}
+    for phase in (2, 3):
+        env = _serve_cfg(phase, rendered[phase])["applications"][0]["runtime_env"]["env_vars"]
+        assert env["AIPP_LLM_MODEL"] == model_dir and env["HF_HUB_OFFLINE"] == "1"
+    job = yaml.safe_load(rendered[3]["rayjob-batch.yaml"])
+    job_env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])["env_vars"]
+    assert job_env["AIPP_LLM_MODEL"] == model_dir and job_env["HF_HUB_OFFLINE"] == "1"
+
+
+def test_batch_job_head_can_build_the_vllm_processor(rendered):
+    """The entrypoint runs on the head and builds the vLLM processor (transformers)."""
+    values = _yaml(VALUES)
+    job = yaml.safe_load(rendered[3]["rayjob-batch.yaml"])
+    (head,) = job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert head["image"] == values["images"]["gpu"]
+    assert "HF_HUB_OFFLINE" in {e["name"] for e in head["env"]}
+    assert "vllm" in re.search(r"^gpu = \[(.*)\]$", (ROOT / "pyproject.toml").read_text(), re.M)[1]
+    # The RayService head only runs GCS, the dashboard and the controller: CPU image.
+    svc = yaml.safe_load(rendered[3]["rayservice.yaml"])
+    svc_head = svc["spec"]["rayClusterConfig"]["headGroupSpec"]["template"]["spec"]
+    assert svc_head["containers"][0]["image"] == values["images"]["cpu"]
+
+
+def test_batch_job_declares_its_gpus(rendered):
+    job = yaml.safe_load(rendered[3]["rayjob-batch.yaml"])
+    args = job["spec"]["entrypoint"].split()
+    assert args[args.index("--device") + 1] == "gpu"
+    assert int(args[args.index("--gpus") + 1]) == _yaml(VALUES)["batch"]["gpus"]

@@ -38,7 +38,7 @@ def poll(client: httpx.Client, task_id: str) -> dict | None:
         resp = client.get(f"/v1/tasks/{task_id}", timeout=10)
         return resp.json() if resp.status_code == 200 else None
     except httpx.HTTPError:
-        return None  # the ingress we just killed is being replaced
+        return None  # a replica we just killed is being replaced
 
 
 def wait_for(client, task_id, predicate, timeout_s=300) -> dict:
@@ -52,7 +52,7 @@ def wait_for(client, task_id, predicate, timeout_s=300) -> dict:
     raise AssertionError(f"timed out; last state {body}")
 
 
-@pytest.mark.parametrize("deployment", ["Transcriber", "Ingress"])
+@pytest.mark.parametrize("deployment", ["Transcriber", "TaskRunner"])
 def test_task_survives_a_killed_replica(client, ray_driver, deployment):
     resp = client.post(
         "/v1/tasks",

@@ -12,10 +12,10 @@ from sqlmodel import Session, select
 from typer.testing import CliRunner
 
 from app.api.auth import LOCAL_TENANT, Authenticator, Principal, auth_required, parse_bearer
-from app.storage.sql import keys
-from app.storage.sql.models import ApiKey
 from app.api.errors import install_error_handlers
 from app.core.settings import Settings, get_settings
+from app.storage.sql import keys
+from app.storage.sql.models import ApiKey
 
 # --- keys ------------------------------------------------------------------------------------
 

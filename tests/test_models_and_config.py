@@ -28,7 +28,7 @@ def test_serve_config_parses_with_rays_schema():
     config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
     schema = ServeDeploySchema.model_validate(config)
     deployments = {d.name: d for d in schema.applications[0].deployments}
-    assert set(deployments) == {"Ingress", "Transcriber", "Summarizer"}
+    assert set(deployments) == {"Ingress", "TaskRunner", "Transcriber", "Summarizer", "Diarizer"}
     for dep in deployments.values():
         auto = dep.autoscaling_config
         assert isinstance(auto, dict)

@@ -445,9 +445,9 @@ def test_dependency_errors_are_openai_shaped(status, code, expected_type):
     from fastapi import Depends, FastAPI
     from fastapi.testclient import TestClient
 
-    from app.api import routes_openai
-    from app.api.deps import principal
+    from app.api import openai as openai_api
     from app.api.auth import Principal
+    from app.api.deps import principal
     from app.api.errors import APIError, install_error_handlers
 
     def guard():
@@ -455,7 +455,7 @@ def test_dependency_errors_are_openai_shaped(status, code, expected_type):
 
     app = FastAPI()
     install_error_handlers(app)
-    app.include_router(routes_openai.router, dependencies=[Depends(guard)])
+    app.include_router(openai_api.router, dependencies=[Depends(guard)])
     app.dependency_overrides[principal] = lambda: Principal("t", "t")
     resp = TestClient(app).get("/v1/models")
     assert resp.status_code == status

@@ -10,7 +10,9 @@ from app.api.errors import install_error_handlers
 from app.planner.api import _load, router
 
 HOURS, L4_HOURLY = 730, 0.8048
-FIXED = 0.10 * 730 + 0.1008 * 730 + 0.016 * 730 + 0.115 * 20 + 0.016 * 730 + 0.023 * 100
+OWN = 0.10 * 730 + 0.1008 * 730 + 0.045 * 730 + 0.045 * 200 + 0.50 * 30
+SHARED = 0.016 * 730 + 0.115 * 20 + 0.016 * 730 + 0.023 * 100 + 0.0305 * 730
+PER_NODE, OPS = 16.0, 800.0
 
 
 @pytest.fixture()
@@ -32,9 +34,16 @@ def test_plan_seed_example_over_http(client):
     assert r.status_code == 200
     data = r.json()
     assert data["sizing"]["stt_gpus"] == 1 and data["sizing"]["llm_gpus"] == 1
-    assert data["self_hosted"]["monthly_usd"] == pytest.approx(1340, rel=0.10)
+    assert data["self_hosted"]["monthly_usd"] == pytest.approx(
+        2 * HOURS * L4_HOURLY + OWN + 2 * PER_NODE + SHARED + OPS
+    )
     assert data["managed"]["monthly_usd"] == pytest.approx(3850, rel=0.10)
     assert data["crossover"]["status"] == "found"
+    assert data["sizing"]["method"] == "queueing"
+    assert {p["pool"] for p in data["sizing"]["pools"]} == {"stt", "llm"}
+    assert data["band"]["crossover_low"] <= data["crossover"]["tasks_per_month"]
+    assert data["warnings"] == []
+    assert data["catalog_as_of"] == "2026-12-02"
     assert data["replica_advice"]["gpu_type"] == "L4"
     assert set(data["replica_advice"]["deployments"]) == {"Transcriber", "Summarizer", "Ingress"}
     curve = data["curve"]
@@ -49,7 +58,9 @@ def test_plan_small_workload_by_hand(client):
     r = client.post("/v1/plan", json={"tasks_per_month": 100, "avg_minutes": 10})
     assert r.status_code == 200
     data = r.json()
-    assert data["self_hosted"]["monthly_usd"] == pytest.approx(2 * HOURS * L4_HOURLY + FIXED)
+    assert data["self_hosted"]["monthly_usd"] == pytest.approx(
+        2 * HOURS * L4_HOURLY + OWN + 2 * PER_NODE + SHARED + OPS
+    )
     names = [i["name"] for i in data["self_hosted"]["line_items"]]
     assert names[0].startswith("GPU nodes on-demand (g6.xlarge, 2 x L4)")
     assert "Kubernetes control plane (EKS)" in names
@@ -73,6 +84,17 @@ def test_plan_small_workload_by_hand(client):
         ({"tasks_per_month": 10, "avg_minutes": 5, "llm_model": "x"}, "llm_model"),
         ({"tasks_per_month": 10, "avg_minutes": 5, "bedrock_model": "x"}, "bedrock_model"),
         ({"tasks_per_month": 10, "avg_minutes": 5, "packing": "packed"}, "packing"),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "managed_stt": "x"}, "managed_stt"),
+        (
+            {"tasks_per_month": 10, "avg_minutes": 5, "target_utilization": 1e-300},
+            "target_utilization",
+        ),
+        (
+            {"tasks_per_month": 10, "avg_minutes": 5, "active_hours_per_day": 1e-9},
+            "active_hours_per_day",
+        ),
+        ({"tasks_per_month": 10, "avg_minutes": 5, "p95_minutes": 0}, "p95_minutes"),
+        ({"tasks_per_month": 10**9, "avg_minutes": 1440, "peak_factor": 24}, "tasks_per_month"),
     ],
 )
 def test_422_names_the_field(client, body, field):
@@ -124,7 +146,9 @@ def test_options_and_catalog(client):
     o = client.get("/v1/plan/options").json()
     assert set(o["gpus"]) == {"T4", "A10G", "L4", "L40S", "A100", "H100"}
     assert "T4" not in o["llm_models"]["llama-3.1-8b-instruct"]
-    assert "claude-3-haiku" in o["bedrock_models"]
+    assert "claude-haiku-4.5" in o["bedrock_models"]
+    assert o["retired_bedrock_models"] == ["claude-3-haiku"]
+    assert "deepgram-nova-3" in o["managed_stt"] and o["catalog_as_of"] == "2026-12-02"
     assert o["defaults"]["gpu"] == "L4" and "tasks_per_month" not in o["defaults"]
     cat = client.get("/v1/plan/catalog").json()
     assert cat["managed"]["transcribe"]["minimum_billed_seconds"] == 15
@@ -155,3 +179,99 @@ def test_page_and_assets_are_served(client):
     assert css.status_code == 200 and "text/css" in css.headers["content-type"]
     assert client.get("/planner/nothing.js").status_code == 404
     assert client.get("/planner/nothing.js").json()["error"]["code"] == "not_found"
+
+
+# ------------------------------------------------------------------ fuzzing
+
+# Inputs v1 hung on (cost_curve looping) or crashed on (NaN in gpus_needed): a tiny
+# utilisation or active-hours value made a pool's GPU count overflow.
+V1_HANGS = [
+    {"tasks_per_month": 1_000_000_000, "avg_minutes": 1440, "target_utilization": 1e-300},
+    {"tasks_per_month": 1, "avg_minutes": 1e-300, "active_hours_per_day": 1e-300},
+    {"tasks_per_month": 999_999_999, "avg_minutes": 1439.9, "peak_factor": 100},
+]
+
+
+@pytest.mark.parametrize("body", V1_HANGS)
+def test_v1_hang_inputs_are_rejected_or_planned(client, body):
+    r = client.post("/v1/plan", json=body)
+    assert r.status_code in (200, 422)
+    if r.status_code == 422:
+        assert r.json()["error"]["field"]
+
+
+def _schema_strategy(spec: dict):
+    """Request bodies drawn from POST /v1/plan's own OpenAPI schema: each property gets
+    values inside and just outside its bounds, wrong types, and enum members."""
+    from hypothesis import strategies as st
+
+    props = spec["components"]["schemas"]["PlanInput"]["properties"]
+    required = spec["components"]["schemas"]["PlanInput"].get("required", [])
+
+    def for_prop(p: dict):
+        options = p.get("anyOf", [p])
+        strategies = []
+        for o in options:
+            t = o.get("type")
+            lo = o.get("minimum", o.get("exclusiveMinimum"))
+            hi = o.get("maximum", o.get("exclusiveMaximum"))
+            if t == "integer":
+                a = int(lo) - 1 if lo is not None else -(10**12)
+                b = int(hi) + 1 if hi is not None else 10**12
+                strategies.append(st.integers(a, b))
+            elif t == "number":
+                a = float(lo) if lo is not None else -1e12
+                b = float(hi) if hi is not None else 1e12
+                strategies.append(
+                    st.floats(a, b, allow_nan=False)
+                    | st.floats(allow_nan=False, allow_infinity=False)
+                )
+            elif t == "boolean":
+                strategies.append(st.booleans())
+            elif t == "string":
+                if "enum" in o:
+                    strategies.append(st.sampled_from(o["enum"]))
+                else:
+                    strategies.append(st.text(max_size=8))
+            elif t == "null":
+                strategies.append(st.none())
+        if "enum" in p:
+            strategies.append(st.sampled_from(p["enum"]))
+        if "default" in p and isinstance(p["default"], str):
+            strategies.append(st.just(p["default"]))
+        return st.one_of(*strategies) if strategies else st.none()
+
+    return st.fixed_dictionaries(
+        {k: for_prop(v) for k, v in props.items() if k in required},
+        optional={k: for_prop(v) for k, v in props.items() if k not in required},
+    )
+
+
+def test_fuzz_plan_from_its_openapi_schema_never_5xx(client):
+    """Schemathesis-style: bodies generated from the served OpenAPI schema. Every call
+    answers 200 or 422, and a 200's plan stays within the work budget (bounded work,
+    not a wall-clock assertion; bench/planner_fuzz.py measures the time)."""
+    from hypothesis import HealthCheck, given, settings
+
+    from app.planner.queueing import MAX_WORK_UNITS
+
+    spec = client.get("/openapi.json").json()
+    seen: list[int] = []
+
+    @settings(
+        max_examples=60,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+    )
+    @given(body=_schema_strategy(spec))
+    def one(body):
+        r = client.post("/v1/plan", json=body)
+        seen.append(r.status_code)
+        assert r.status_code in (200, 422), (body, r.text[:300])
+        if r.status_code == 200:
+            assert 0 < r.json()["work_units"] <= MAX_WORK_UNITS
+        else:
+            assert r.json()["error"]["code"] == "invalid_request"
+
+    one()
+    assert seen.count(200) >= 3, "the fuzzer should reach the planner, not only the validator"

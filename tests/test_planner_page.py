@@ -120,18 +120,31 @@ def test_planner_page_updates_results_and_chart(base_url):
             page.goto(f"{base_url}/planner")
             seq = _wait_plan(page, 0)
 
-            # The page opens on the seed example: 1 + 1 GPUs, ~$1,350 vs ~$3,854.
+            # The page opens on the seed example: 1 + 1 GPUs, $2,261 vs $3,947.
             assert page.input_value("#tasks_per_month") == "8000"
             assert page.text_content("#out-stt-gpus") == "1"
             assert page.text_content("#out-llm-gpus") == "1"
             self_1 = _money(page.text_content("#out-self"))
             managed_1 = _money(page.text_content("#out-managed"))
-            assert self_1 == pytest.approx(1340, rel=0.1)
+            assert self_1 == pytest.approx(2261, abs=1)
             assert managed_1 == pytest.approx(3850, rel=0.1)
-            assert "2,802" in page.text_content("#out-crossover")
+            assert "4,539" in page.text_content("#out-crossover")
+            # latency target, predicted waits per pool, the band and the plain verdict
+            assert page.input_value("#p95_minutes") == "15"
+            latency = page.text_content("#out-latency")
+            assert "Target p95 15 min" in latency and "meets the target" in latency
+            assert page.locator("#pools tr[data-pool]").count() == 2
+            stt_p95 = page.text_content('#pools tr[data-pool="stt"] [data-testid="wait-p95"]')
+            assert stt_p95.endswith(" s") or stt_p95.endswith(" min")
+            assert "Sensitivity band: crossover" in page.text_content("#out-band")
+            assert page.locator('[data-testid="band-area"]').count() == 1
+            assert page.locator('[data-series="cheapest-managed"]').count() == 1
+            assert "cheaper than self-hosting" in page.text_content("#out-verdict")
+            assert page.locator("#baselines tr").count() == 11
+            assert page.text_content("#warnings") == ""
             assert page.locator('[data-testid="crossover-marker"]').count() == 1
             path_1 = page.get_attribute('[data-series="managed"]', "d")
-            cross_1 = page.get_attribute('[data-testid="crossover-line"]', "x1")
+            self_path_1 = page.get_attribute('[data-series="self-hosted"]', "d")
             assert "deployments:" in page.text_content("#advice")
 
             # Change the volume: more GPUs, higher costs, a redrawn chart; no reload.
@@ -143,7 +156,9 @@ def test_planner_page_updates_results_and_chart(base_url):
             assert _money(page.text_content("#out-managed")) > managed_1
             assert _money(page.text_content("#out-self")) > self_1
             assert page.get_attribute('[data-series="managed"]', "d") != path_1
-            assert page.get_attribute('[data-testid="crossover-line"]', "x1") != cross_1
+            # the axis now spans the cheapest baseline's crossover, so the self-hosted
+            # line (more GPUs at 60,000) changes while the crossover line may stay put
+            assert page.get_attribute('[data-series="self-hosted"]', "d") != self_path_1
 
             # An invalid value: the API's 422 names the field; the message sits next to it.
             page.fill("#tasks_per_month", "-5")
@@ -162,6 +177,17 @@ def test_planner_page_updates_results_and_chart(base_url):
             seq = _wait_plan(page, seq)
             assert "L40S" in page.text_content("#out-layout")
             assert "g6e.xlarge" in page.text_content("#out-self-task")
+
+            # A tighter latency target changes the target line; a retired model warns.
+            page.fill("#p95_minutes", "3")
+            seq = _wait_plan(page, seq)
+            assert "Target p95 3 min" in page.text_content("#out-latency")
+            page.select_option("#bedrock_model", "claude-3-haiku")
+            seq = _wait_plan(page, seq)
+            assert "retired" in page.text_content("#warnings")
+            page.check("#diarize")
+            seq = _wait_plan(page, seq)
+            assert page.locator('#pools tr[data-pool="diarizer"]').count() == 1
 
             page.screenshot(path=str(ARTIFACTS / "planner.png"), full_page=True)
             assert (ARTIFACTS / "planner.png").stat().st_size > 10_000

@@ -28,7 +28,14 @@ def assert_summary_shape(body: dict) -> None:
     assert isinstance(summary["summary"], str) and summary["summary"].strip()
     assert isinstance(summary["key_points"], list)
     assert isinstance(summary["action_items"], list)
-    assert set(body["timings"]) == {"decode_s", "transcribe_s", "summarize_s", "total_s"}
+    assert set(body["timings"]) == {
+        "decode_s",
+        "transcribe_s",
+        "diarize_s",
+        "summarize_s",
+        "total_s",
+    }
+    assert body["timings"]["diarize_s"] == 0.0  # diarization runs only when asked for
     assert body["timings"]["total_s"] >= body["timings"]["transcribe_s"] > 0
 
 

@@ -9,12 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.storage.sql import keys
+from app.storage.sql import keys, search
 from app.storage.sql.engine import make_engine
 from app.storage.sql.migrate import current_revision, downgrade, head_revision, upgrade
 from app.storage.sql.models import SQLModel, TaskSource, TaskStatus, new_id
 from app.storage.sql.tasks import (
     BadCursor,
+    DuplicateIdempotencyKey,
     InvalidTransition,
     LeaseLost,
     TaskCancelled,
@@ -68,16 +69,19 @@ def test_migrations_match_models_and_are_reversible(database_url):
     upgrade(database_url)  # idempotent
     eng = make_engine(database_url)
     try:
-        assert current_revision(eng) == head_revision() == "0001_initial"
+        assert current_revision(eng) == head_revision() == "0003"
         with eng.connect() as conn:
             diff = compare_metadata(
-                MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata
+                MigrationContext.configure(
+                    conn, opts={"compare_type": True, "include_name": search.include_name}
+                ),
+                SQLModel.metadata,
             )
         assert diff == []
         downgrade(database_url, "base")
         assert current_revision(eng) is None
         upgrade(database_url)
-        assert current_revision(eng) == "0001_initial"
+        assert current_revision(eng) == "0003"
     finally:
         eng.dispose()
 
@@ -388,6 +392,12 @@ def test_delete(store, tenant_id):
 def test_idempotency_fallback_and_webhook_record(store, tenant_id, clock):
     first = _create(store, tenant_id, idempotency_key="abc")
     clock.advance(1)
+    # The unique (tenant, key) index holds the contract without Redis ...
+    with pytest.raises(DuplicateIdempotencyKey) as dup:
+        _create(store, tenant_id, idempotency_key="abc")
+    assert dup.value.existing.id == first
+    # ... until the key expires (24 h, like the Redis entry), then it is free again.
+    clock.advance(25 * 3600)
     second = _create(store, tenant_id, idempotency_key="abc")
     assert store.find_by_idempotency_key(tenant_id, "abc").id == second
     assert store.find_by_idempotency_key(tenant_id, "abc", since=clock.now + timedelta(1)) is None

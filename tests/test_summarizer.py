@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from app.llm.engines import LlamaCppEngine
-from app.llm.summarize import TranscriptSummarizer, parse_summary
 from app.core.model_assets import resolve_llm_model
 from app.core.settings import Settings
+from app.llm.engines import LlamaCppEngine
+from app.llm.summarize import TranscriptSummarizer, parse_summary
 
 LONG_TRANSCRIPT = " ".join(
     [

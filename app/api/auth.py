@@ -5,7 +5,11 @@
     def create(principal: Principal = Depends(authenticator)): ...
 
 Auth is required when ``AIPP_AUTH=on``, or ``auto`` (the default) and the
-server binds beyond loopback (:func:`auth_required`). Then a request needs
+service is reachable beyond loopback: judged from the addresses it really binds
+(``AIPP_HOST`` and the Serve HTTP proxy's own ``http_options.host``, which the
+cluster manifests set to 0.0.0.0; :func:`auth_required`), and per request from the
+local address the connection arrived on (:func:`arrived_beyond_loopback`, applied
+by ``app/api/guard.py``). Then a request needs
 ``Authorization: Bearer aipp_...``; a missing key is 401 ``missing_api_key``,
 an unknown or revoked one 401 ``invalid_api_key``, both with
 ``WWW-Authenticate: Bearer`` (RFC 6750).
@@ -19,14 +23,16 @@ from __future__ import annotations
 
 import ipaddress
 import threading
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import Header
 from sqlalchemy.engine import Engine
 
-from app.storage.sql import keys
 from app.api.errors import APIError
 from app.core.settings import Settings
+from app.storage.sql import keys
 
 LOCAL_TENANT = "local"
 
@@ -51,12 +57,40 @@ def is_loopback_host(host: str) -> bool:
         return False
 
 
-def auth_required(settings: Settings) -> bool:
+def serve_bind_host() -> str | None:
+    """The host the Ray Serve HTTP proxies bind (``http_options.host``); None outside Serve."""
+    try:
+        from ray import serve
+        from ray.serve.context import _get_global_client
+
+        if not serve.context._get_internal_replica_context():
+            return None
+        return str(_get_global_client().http_config.host)
+    except Exception:  # not in a Serve replica, or the controller is unreachable
+        return None
+
+
+def auth_required(settings: Settings, bind_hosts: Iterable[str | None] = ()) -> bool:
+    """Whether keys are required: ``on``; or ``auto`` and any bind address is not loopback.
+
+    ``bind_hosts`` are the addresses the service really listens on besides
+    ``settings.host`` (e.g. :func:`serve_bind_host`): a manifest that binds the proxy
+    to 0.0.0.0 turns keys on even if ``AIPP_HOST`` was left at its default.
+    """
     if settings.auth == "on":
         return True
     if settings.auth == "off":
         return False
-    return not is_loopback_host(settings.host)
+    hosts = [settings.host, *(h for h in bind_hosts if h)]
+    return not all(is_loopback_host(h) for h in hosts)
+
+
+def arrived_beyond_loopback(scope: dict[str, Any]) -> bool:
+    """True when the ASGI ``server`` address (the local end of the connection) is not loopback."""
+    server = scope.get("server")
+    if not server:
+        return False  # a unix socket: only local processes can connect
+    return not is_loopback_host(str(server[0]))
 
 
 def parse_bearer(authorization: str | None) -> str | None:
@@ -88,7 +122,7 @@ class Authenticator:
         if required is None:
             if settings is None:
                 raise ValueError("pass settings or required")
-            required = auth_required(settings)
+            required = auth_required(settings, [serve_bind_host()])
         self.engine = engine
         self.required = required
         self._local: Principal | None = None
@@ -103,9 +137,13 @@ class Authenticator:
                     self._local = Principal(tenant.id, tenant.name, None)
         return self._local
 
-    def authenticate(self, authorization: str | None) -> Principal:
-        """Raise :class:`~app.api.errors.APIError` 401 or return the caller."""
-        if not self.required:
+    def authenticate(self, authorization: str | None, *, required: bool | None = None) -> Principal:
+        """Raise :class:`~app.api.errors.APIError` 401 or return the caller.
+
+        ``required=True`` demands a key even where this replica's default is off
+        (a request that arrived on a non-loopback address).
+        """
+        if not (self.required if required is None else required):
             return self.local_principal()
         if not authorization:
             raise _unauthorized(
@@ -124,17 +162,13 @@ class Authenticator:
         return self.authenticate(authorization)
 
 
-def make_auth_dependency(engine: Engine, settings: Settings) -> Authenticator:
-    """Shorthand for ``Authenticator(engine, settings)``."""
-    return Authenticator(engine, settings)
-
-
 __all__ = [
     "LOCAL_TENANT",
     "Authenticator",
     "Principal",
+    "arrived_beyond_loopback",
     "auth_required",
     "is_loopback_host",
-    "make_auth_dependency",
+    "serve_bind_host",
     "parse_bearer",
 ]

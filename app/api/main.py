@@ -1,43 +1,37 @@
-"""Build the FastAPI app: routers, error handlers, request ids, the task worker's lifetime."""
+"""Build the FastAPI app: routers, error handlers, request ids (tasks run in the TaskRunner)."""
 
 from __future__ import annotations
 
 import uuid
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
 from app import __version__
+from app.api import deps
 from app.api.errors import install_error_handlers
-from app.tasks.pipeline import Pipeline
+from app.api.guard import HTTPGuard, depends_on, policy_from
 from app.storage.clients import Services
-from app.tasks.runner import TaskWorker
+from app.tasks.model_ids import ModelRegistry
+from app.tasks.pipeline import Pipeline
 
 
-def create_app(pipeline: Pipeline, services: Services) -> FastAPI:
-    from app.api import routes_core, routes_openai, routes_tasks
+def create_app(pipeline: Pipeline, services: Services, runner: object | None = None) -> FastAPI:
+    """``runner`` is the TaskRunner's DeploymentHandle (a wake-up path without Redis)."""
+    from app.api import openai, routes_core, routes_speakers, routes_tasks
+    from app.api.console import router as console_router
     from app.planner.api import router as planner_router
-
-    worker = TaskWorker(services, pipeline)
-
-    @asynccontextmanager
-    async def lifespan(_: FastAPI):
-        # Serve runs the ASGI lifespan on each replica: the worker loop lives as long as it.
-        worker.start()
-        yield
-        await worker.stop()
 
     api = FastAPI(
         title="AI Processing Platform",
         version=__version__,
         description="Audio in, transcript and structured summary out. Ray Serve on CPU or GPU.",
         docs_url="/docs",
-        lifespan=lifespan,
     )
     api.state.pipeline = pipeline
     api.state.services = services
     api.state.settings = services.settings
-    api.state.worker = worker
+    api.state.models = ModelRegistry(pipeline.ready, services.settings.model_ids_ttl_s)
+    api.state.runner = runner
     install_error_handlers(api)
 
     @api.middleware("http")
@@ -50,6 +44,17 @@ def create_app(pipeline: Pipeline, services: Services) -> FastAPI:
 
     api.include_router(routes_core.router)
     api.include_router(routes_tasks.router)
-    api.include_router(routes_openai.router)
+    api.include_router(routes_speakers.router)
+    api.include_router(openai.router)
     api.include_router(planner_router)
+    api.include_router(console_router)
+    # Outermost: untrusted hosts, cross-site posts, oversize bodies and missing keys are
+    # refused before any route reads a body (app/api/guard.py).
+    api.add_middleware(
+        HTTPGuard,
+        policy=policy_from(services.settings, services.authenticator.required),
+        authenticator=services.authenticator,
+        router=api.router,
+        needs_caller=lambda route: depends_on(route, deps.principal),
+    )
     return api

@@ -1,18 +1,22 @@
-"""Health, readiness and the synchronous summarize call."""
+"""Health, readiness, the synchronous summarize call and the tenant's webhook secret."""
 
 from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, File, Form, Request, Response, UploadFile
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
 
-from app.api.deps import principal, services_of, worker_of
-from app.tasks.submit import TaskOptions, rate_limit, submit
-from app.api.auth import Principal
-from app.storage.sql.models import TaskSource
-from app.api.errors import APIError
+from app.api.deps import CallerDep, ModelsDep, ServicesDep
+from app.api.errors import APIError, status_for
+from app.api.limits import rate_limit
+from app.api.routes_tasks import submit_request
 from app.core.schemas import SummarizeResult
+from app.storage.sql import keys
+from app.storage.sql.models import TaskSource
+from app.tasks.options import TaskOptions
+from app.tasks.waiting import wait_for_terminal
 
 router = APIRouter()
 
@@ -23,10 +27,10 @@ async def healthz() -> dict:
 
 
 @router.get("/readyz", tags=["health"], summary="Readiness: both models are loaded")
-async def readyz(request: Request):
-    pipeline = request.app.state.pipeline
+async def readyz(models_registry: ModelsDep):
     try:
-        models = await asyncio.wait_for(pipeline.ready(), timeout=5)
+        # The registry's TTL: probes every few seconds cost no model round trips.
+        models = await asyncio.wait_for(models_registry.info(), timeout=5)
     except Exception as exc:  # a replica still starting or dead
         return JSONResponse(
             {"status": "not_ready", "error": {"code": "models_not_ready", "message": str(exc)}},
@@ -35,13 +39,24 @@ async def readyz(request: Request):
     return {"status": "ready", "models": models}
 
 
-# Status codes for task failures that the synchronous call reports as 4xx/5xx.
-_FAILURE_STATUS = {
-    "audio_too_long": 413,
-    "transient_error": 503,
-    "worker_lost": 503,
-    "internal_error": 500,
-}
+class WebhookSecret(BaseModel):
+    tenant: str
+    webhook_secret: str
+    scheme: str = "Standard Webhooks: webhook-signature = v1,base64(HMAC-SHA256(secret, ...))"
+
+
+@router.get(
+    "/v1/webhook-secret",
+    response_model=WebhookSecret,
+    tags=["webhooks"],
+    summary="The caller's webhook signing secret, to verify `webhook-signature`",
+)
+def webhook_secret(caller: CallerDep, services: ServicesDep, response: Response) -> WebhookSecret:
+    tenant = keys.get_tenant(services.engine, caller.tenant_id)
+    if tenant is None:
+        raise APIError(404, "tenant_not_found", "the caller's tenant no longer exists")
+    response.headers["Cache-Control"] = "no-store"
+    return WebhookSecret(tenant=tenant.name, webhook_secret=tenant.webhook_secret)
 
 
 @router.post(
@@ -62,15 +77,27 @@ async def summarize(
     file: UploadFile | None = File(None, description="Audio in any format FFmpeg reads."),
     language: str | None = Form(None, description="ISO-639-1 code; detected when omitted."),
     instruction: str | None = Form(None, description="Extra summary instruction."),
-    caller: Principal = Depends(principal),
+    diarize: bool = Form(False, description="Label who spoke when."),
+    min_speakers: int | None = Form(None, ge=1, le=20, description="With diarize: at least."),
+    max_speakers: int | None = Form(None, ge=1, le=20, description="With diarize: at most."),
+    *,
+    caller: CallerDep,
+    services: ServicesDep,
 ) -> SummarizeResult:
-    services = services_of(request)
-    worker = worker_of(request)
     rate_limit(services, caller, response)
-    options = TaskOptions(language=language, instruction=instruction)
+    try:
+        options = TaskOptions(
+            language=language,
+            instruction=instruction,
+            diarize=diarize,
+            min_speakers=min_speakers,
+            max_speakers=max_speakers,
+        )
+    except ValidationError as exc:
+        raise APIError(422, "invalid_request", exc.errors()[0].get("msg", "invalid")) from None
     if file is None:
         raise APIError(422, "missing_file", "the multipart field 'file' is required")
-    sub = await submit(
+    sub = await submit_request(
         request,
         caller,
         options,
@@ -80,7 +107,8 @@ async def summarize(
     )
     task = sub.task
     timeout = services.settings.sync_max_audio_minutes * 60 * 3 + 60
-    task = await worker.wait_for(task.id, timeout)
+    # The TaskRunner runs it; wait for its terminal event (with a database re-check).
+    task = await wait_for_terminal(services, task.id, timeout)
     response.headers["X-Task-ID"] = task.id if task else ""
     if task is None:
         raise APIError(410, "task_deleted", "the task was deleted while it ran")
@@ -94,5 +122,5 @@ async def summarize(
             headers={"Location": f"/v1/tasks/{task.id}"},
         )
     code = task.error_code or task.status
-    status = _FAILURE_STATUS.get(code, 422 if task.status == "failed" else 409)
+    status = status_for(code, 422 if task.status == "failed" else 409)
     raise APIError(status, code, task.error_message or f"the task was {task.status}")

@@ -1,4 +1,9 @@
-"""Durable async tasks: submit, read, list, transcript formats, delete, live events."""
+"""Durable async tasks: submit, read, list, transcript formats, cancel, delete, live events.
+
+This is the HTTP side only: reading the request (multipart or JSON), the audio
+and its limits. Accepting it as a task is :func:`app.tasks.submit.submit`;
+running it is the TaskRunner deployment's job.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +11,37 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 from enum import StrEnum
+from typing import Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import PlainTextResponse, StreamingResponse
+from pydantic import ValidationError
 
-from app.api.deps import principal, services_of
-from app.tasks.submit import TaskOptions, parse_task_request, rate_limit, submit
-from app.tasks.views import TaskCreated, TaskPage, TaskView, task_view
 from app.api.auth import Principal
-from app.storage.sql.models import TaskSource
-from app.storage.sql.tasks import BadCursor
-from app.api.errors import APIError
-from app.storage.redis.events import EventsUnavailable, subscription
+from app.api.deps import CallerDep, ModelsDep, ServicesDep, models_of, services_of, submission_error
+from app.api.errors import APIError, to_api_error
+from app.api.limits import rate_limit
+from app.api.uploads import check_audio, read_upload
+from app.core.schemas import Transcript
+from app.net.url_guard import URLFetchError, check_url, fetch_audio
+from app.speech.diarize import speaker_names, speaker_text
 from app.speech.subtitles import to_srt, to_vtt
+from app.storage.clients import Services
+from app.storage.redis.events import EventsUnavailable, subscription
+from app.storage.sql.models import TERMINAL_STATUSES, Task, TaskSource, TaskStatus
+from app.storage.sql.tasks import BadCursor
+from app.tasks.announce import announce_terminal, publish, task_event
+from app.tasks.options import ProcessingOptions, TaskOptions
+from app.tasks.submit import (
+    Submission,
+    SubmissionError,
+    check_idempotency_key,
+    check_webhook_url,
+    submit,
+)
+from app.tasks.views import TaskCreated, TaskPage, TaskView, task_view
 
 router = APIRouter(tags=["tasks"])
-
-TERMINAL = {"succeeded", "failed", "cancelled"}
 
 _TASK_BODY = {
     "requestBody": {
@@ -46,6 +65,102 @@ _TASK_BODY = {
 }
 
 
+async def parse_task_request(request: Request) -> tuple[TaskOptions, Any]:
+    """Multipart (file + form fields) or JSON (audio_url + options)."""
+    ctype = request.headers.get("content-type", "")
+    try:
+        if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+            form = await request.form()
+            fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v}
+            options = TaskOptions.model_validate(fields)
+            file = form.get("file")
+            if file is not None and isinstance(file, str):
+                raise APIError(422, "missing_file", "the field 'file' must be a file upload")
+            if file is None and options.audio_url is None:
+                raise APIError(
+                    422, "missing_file", "send a multipart 'file' or a JSON body with 'audio_url'"
+                )
+            return options, file
+        if ctype.startswith("application/json"):
+            try:
+                body = await request.json()
+            except (json.JSONDecodeError, UnicodeDecodeError):
+                raise APIError(400, "invalid_json", "the request body is not valid JSON") from None
+            if not isinstance(body, dict):
+                raise APIError(422, "invalid_request", "the JSON body must be an object")
+            options = TaskOptions.model_validate(body)
+            if options.audio_url is None:
+                raise APIError(422, "missing_audio_url", "the JSON body needs 'audio_url'")
+            return options, None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        raise APIError(
+            422, "invalid_request", f"{field}: {first.get('msg')}", extra={"field": field}
+        ) from None
+    raise APIError(
+        415,
+        "unsupported_content_type",
+        "use multipart/form-data with a 'file', or application/json with 'audio_url'",
+    )
+
+
+async def load_audio(request_file, options: TaskOptions, services: Services) -> bytes:
+    settings = services.settings
+    if request_file is not None:
+        return await read_upload(request_file, settings)
+    url = str(options.audio_url)
+    try:
+        check_url(url, settings.url_allow)
+        data = await fetch_audio(
+            url,
+            max_bytes=int(settings.max_upload_mb * 1024 * 1024),
+            timeout_s=settings.url_fetch_timeout_s,
+            allow=settings.url_allow,
+        )
+    except URLFetchError as exc:
+        raise to_api_error(exc) from None
+    if not data:
+        raise APIError(422, "empty_file", "the audio_url returned an empty body")
+    return data
+
+
+async def submit_request(
+    request: Request,
+    caller: Principal,
+    options: TaskOptions,
+    request_file,
+    *,
+    source: TaskSource,
+    max_minutes: float,
+) -> Submission:
+    """Header and URL checks first, then the audio and its limits, then the task layer."""
+    services = services_of(request)
+    idem_key = request.headers.get("idempotency-key")
+    try:
+        check_idempotency_key(idem_key)
+        check_webhook_url(options, services)  # before reading a byte of audio
+        data = await load_audio(request_file, options, services)
+        duration = check_audio(data, max_minutes)
+        sub = await submit(
+            services,
+            models_of(request),
+            tenant_id=caller.tenant_id,
+            options=options,
+            audio=data,
+            duration_s=duration,
+            filename=getattr(request_file, "filename", None),
+            idempotency_key=idem_key,
+            source=source,
+        )
+    except SubmissionError as exc:
+        raise submission_error(exc) from None
+    runner = getattr(request.app.state, "runner", None)
+    if sub.woken == 0 and runner is not None:
+        runner.wake.remote()  # no Redis listener heard it: wake one runner through Serve
+    return sub
+
+
 @router.post(
     "/v1/tasks",
     status_code=202,
@@ -54,16 +169,16 @@ _TASK_BODY = {
     openapi_extra=_TASK_BODY,
     responses={
         409: {"description": "Idempotency key in flight"},
+        422: {"description": "Invalid field, internal webhook_url, or key reused"},
         429: {"description": "Rate limited (Retry-After)"},
     },
 )
 async def create_task(
-    request: Request, response: Response, caller: Principal = Depends(principal)
+    request: Request, response: Response, caller: CallerDep, services: ServicesDep
 ) -> TaskCreated:
-    services = services_of(request)
     rate_limit(services, caller, response)
     options, file = await parse_task_request(request)
-    sub = await submit(
+    sub = await submit_request(
         request,
         caller,
         options,
@@ -80,38 +195,29 @@ async def create_task(
     )
 
 
-def _get_task(request: Request, task_id: str, caller: Principal):
-    task = services_of(request).store.get(task_id, caller.tenant_id)
+def _get_task(services: Services, task_id: str, caller: Principal) -> Task:
+    task = services.store.get(task_id, caller.tenant_id)
     if task is None:
         raise APIError(404, "task_not_found", f"no task '{task_id}'")
     return task
 
 
 @router.get("/v1/tasks/{task_id}", response_model=TaskView, summary="A task's state and result")
-def get_task(task_id: str, request: Request, caller: Principal = Depends(principal)) -> TaskView:
-    return task_view(_get_task(request, task_id, caller))
-
-
-class StatusFilter(StrEnum):
-    queued = "queued"
-    transcribing = "transcribing"
-    summarizing = "summarizing"
-    succeeded = "succeeded"
-    failed = "failed"
-    cancelled = "cancelled"
+def get_task(task_id: str, caller: CallerDep, services: ServicesDep) -> TaskView:
+    return task_view(_get_task(services, task_id, caller))
 
 
 @router.get("/v1/tasks", response_model=TaskPage, summary="The caller's tasks, newest first")
 def list_tasks(
-    request: Request,
-    status: StatusFilter | None = Query(None),
+    caller: CallerDep,
+    services: ServicesDep,
+    status: TaskStatus | None = Query(None),
     limit: int = Query(20, ge=1, le=100),
     cursor: str | None = Query(None, description="`next_cursor` of the previous page."),
     include_result: bool = Query(False, description="Embed each result (larger pages)."),
-    caller: Principal = Depends(principal),
 ) -> TaskPage:
     try:
-        items, next_cursor = services_of(request).store.list(
+        items, next_cursor = services.store.list(
             caller.tenant_id, status=status.value if status else None, limit=limit, cursor=cursor
         )
     except BadCursor:
@@ -129,12 +235,12 @@ class TranscriptFormat(StrEnum):
 @router.get("/v1/tasks/{task_id}/transcript", summary="The transcript as txt, json, srt or vtt")
 def get_transcript(
     task_id: str,
-    request: Request,
+    caller: CallerDep,
+    services: ServicesDep,
     format: TranscriptFormat = Query(TranscriptFormat.txt),  # noqa: A002
-    caller: Principal = Depends(principal),
 ):
-    task = _get_task(request, task_id, caller)
-    if task.status != "succeeded" or not task.result:
+    task = _get_task(services, task_id, caller)
+    if task.status != TaskStatus.SUCCEEDED or not task.result:
         raise APIError(
             409,
             "task_not_succeeded",
@@ -143,31 +249,91 @@ def get_transcript(
     transcript = task.result["transcript"]
     if format is TranscriptFormat.json:
         return transcript
+    # Diarized: speaker names (after PATCH .../speakers) or "Speaker N" in every format.
+    names = speaker_names(transcript)
     if format is TranscriptFormat.srt:
-        return PlainTextResponse(to_srt(transcript["segments"]), media_type="application/x-subrip")
+        return PlainTextResponse(
+            to_srt(transcript["segments"], names), media_type="application/x-subrip"
+        )
     if format is TranscriptFormat.vtt:
-        return PlainTextResponse(to_vtt(transcript["segments"]), media_type="text/vtt")
+        return PlainTextResponse(to_vtt(transcript["segments"], names), media_type="text/vtt")
+    if transcript.get("speakers"):
+        return PlainTextResponse(speaker_text(Transcript.model_validate(transcript)) + "\n")
     return PlainTextResponse(transcript["text"] + "\n")
+
+
+async def _cancel(services: Services, task: Task, caller: Principal) -> Task:
+    """Cancel and announce: a queued task ends here (event + webhook); a running one
+    ends at the runner's next lease renewal, which cancels its pipeline and announces."""
+    after = await asyncio.to_thread(services.store.cancel, task.id, caller.tenant_id)
+    if after is None:
+        return task
+    if after.status in TERMINAL_STATUSES and task.status not in TERMINAL_STATUSES:
+        await announce_terminal(services, after)
+    elif after.status not in TERMINAL_STATUSES:
+        await publish(services, after.id, task_event(after, cancel_requested=True))
+    return after
+
+
+@router.post(
+    "/v1/tasks/{task_id}/cancel",
+    status_code=202,
+    response_model=TaskView,
+    summary="Cancel a queued or running task (409 if it has already ended)",
+)
+async def cancel_task(task_id: str, caller: CallerDep, services: ServicesDep) -> TaskView:
+    task = await asyncio.to_thread(_get_task, services, task_id, caller)
+    if task.status in TERMINAL_STATUSES:
+        raise APIError(409, "task_finished", f"the task has already {task.status}")
+    return task_view(await _cancel(services, task, caller))
 
 
 @router.delete(
     "/v1/tasks/{task_id}",
     status_code=204,
-    summary="Cancel if running, then remove the task, its result and its audio",
+    summary="Cancel if running, then remove the task, its result, cached result and audio",
 )
-def delete_task(task_id: str, request: Request, caller: Principal = Depends(principal)):
-    services = services_of(request)
-    task = _get_task(request, task_id, caller)
-    if task.status not in TERMINAL:
-        services.store.cancel(task_id, caller.tenant_id)
-    services.store.delete(task_id, caller.tenant_id)
+async def delete_task(
+    task_id: str, caller: CallerDep, services: ServicesDep, models: ModelsDep
+) -> Response:
+    task = await asyncio.to_thread(_get_task, services, task_id, caller)
+    if task.status not in TERMINAL_STATUSES:
+        task = await _cancel(services, task, caller)
+        if task.status not in TERMINAL_STATUSES:
+            # Running: it ends now for the caller; the runner sees the row gone and stops.
+            task.status = TaskStatus.CANCELLED.value
+            await announce_terminal(services, task, deleted=True)
+    await asyncio.to_thread(services.store.delete, task_id, caller.tenant_id)
+    await asyncio.to_thread(_forget_audio, services, task)
+    if services.cache is not None and task.audio_sha256:
+        try:
+            ids = await models.ids()
+        except Exception:  # models unavailable: the entry expires by its TTL
+            ids = None
+        if ids is not None:
+            await asyncio.to_thread(
+                lambda: services.cache.delete(
+                    task.audio_sha256,
+                    ids,
+                    ProcessingOptions.of(task).stored(),
+                    tenant=task.tenant_id,
+                )
+            )
+    return Response(status_code=204)
+
+
+def _forget_audio(services: Services, task: Task) -> None:
     if task.audio_uri and task.audio_sha256 and not services.store.audio_in_use(task.audio_sha256):
         services.blobs.delete(task.audio_uri)
-    return Response(status_code=204)
 
 
 def _sse(event: str, data: dict) -> bytes:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode()
+
+
+# Without an event for this long, the stream re-reads the database (a lost event
+# costs seconds, not a stream that never closes).
+_SSE_RECHECK_S = 5.0
 
 
 @router.get(
@@ -175,21 +341,11 @@ def _sse(event: str, data: dict) -> bytes:
     summary="Server-Sent Events: one per status change",
     response_class=StreamingResponse,
 )
-async def task_events(task_id: str, request: Request, caller: Principal = Depends(principal)):
-    services = services_of(request)
-    await asyncio.to_thread(_get_task, request, task_id, caller)  # 404 before streaming
+async def task_events(task_id: str, request: Request, caller: CallerDep, services: ServicesDep):
+    await asyncio.to_thread(_get_task, services, task_id, caller)  # 404 before streaming
 
     async def stream() -> AsyncIterator[bytes]:
         last_status = None
-
-        def snapshot_event(t) -> dict:
-            data = {"task_id": t.id, "status": t.status}
-            if t.status == "succeeded" and t.result:
-                data["summary"] = t.result.get("summary")
-            if t.error_code and t.status != "succeeded":
-                data["error"] = {"code": t.error_code, "message": t.error_message}
-            return data
-
         if services.aredis is not None:
             try:
                 async with subscription(services.aredis, task_id) as sub:
@@ -198,24 +354,33 @@ async def task_events(task_id: str, request: Request, caller: Principal = Depend
                     if current is None:
                         return
                     last_status = current.status
-                    yield _sse("status", snapshot_event(current))
-                    if current.status in TERMINAL:
+                    yield _sse("status", task_event(current))
+                    if current.status in TERMINAL_STATUSES:
                         return
-                    async for event in sub.events(stop_on_terminal=True, poll_s=1.0):
+                    while True:
+                        event = await sub.next_event(_SSE_RECHECK_S)
                         if await request.is_disconnected():
                             return
+                        if event is None or event.get("status") in TERMINAL_STATUSES:
+                            final = await asyncio.to_thread(services.store.get, task_id)
+                            if final is None:  # deleted: the final event says so
+                                if event is not None:
+                                    yield _sse("status", event)
+                                return
+                            if final.status in TERMINAL_STATUSES:
+                                yield _sse("status", task_event(final))
+                                return
+                            if event is None:
+                                if final.status != last_status:
+                                    last_status = final.status
+                                    yield _sse("status", task_event(final))
+                                continue
                         status = event.get("status")
                         if status == last_status and "progress" in event:
                             yield _sse("progress", event)
                             continue
-                        if status in TERMINAL:
-                            final = await asyncio.to_thread(services.store.get, task_id)
-                            if final is not None:
-                                yield _sse("status", snapshot_event(final))
-                            return
                         last_status = status
                         yield _sse("status", event)
-                return
             except EventsUnavailable:
                 pass
         # Redis is down: poll the database instead (coarser, but nothing is missed at the end).
@@ -225,8 +390,8 @@ async def task_events(task_id: str, request: Request, caller: Principal = Depend
                 return
             if current.status != last_status:
                 last_status = current.status
-                yield _sse("status", snapshot_event(current))
-            if current.status in TERMINAL or await request.is_disconnected():
+                yield _sse("status", task_event(current))
+            if current.status in TERMINAL_STATUSES or await request.is_disconnected():
                 return
             await asyncio.sleep(0.5)
 

@@ -1,4 +1,4 @@
-"""``aipp keys``: create, list and revoke API keys.
+"""``aipp keys``: create, list and revoke API keys; show or rotate a tenant's webhook secret.
 
 Works on ``settings.effective_database_url`` (migrated first), so it can run
 next to a live server: SQLite in WAL mode and PostgreSQL both allow that.
@@ -10,9 +10,9 @@ import typer
 
 
 def _engine():  # noqa: ANN202 - sqlalchemy import kept lazy for `aipp --help`
+    from app.core.settings import get_settings
     from app.storage.sql.engine import make_engine
     from app.storage.sql.migrate import upgrade
-    from app.core.settings import get_settings
 
     url = get_settings().effective_database_url
     upgrade(url)
@@ -78,6 +78,26 @@ def register(cli: typer.Typer) -> None:
             typer.echo(f"no key with id {key_id}", err=True)
             raise typer.Exit(1)
         typer.echo(f"revoked {row.id} ({row.prefix}...)")
+
+    @keys_app.command("webhook-secret")
+    def webhook_secret(
+        tenant: str = typer.Option(..., "--tenant", help="Tenant name."),
+        rotate: bool = typer.Option(False, "--rotate", help="Replace it with a new secret."),
+    ) -> None:
+        """Print the tenant's webhook signing secret (verify `webhook-signature` with it)."""
+        from app.storage.sql import keys
+
+        engine = _engine()
+        try:
+            row = keys.find_tenant(engine, tenant)
+            if row is not None and rotate:
+                row = keys.rotate_webhook_secret(engine, row.id)
+        finally:
+            engine.dispose()
+        if row is None:
+            typer.echo(f"no tenant {tenant!r}", err=True)
+            raise typer.Exit(1)
+        typer.echo(row.webhook_secret)
 
     cli.add_typer(keys_app, name="keys")
 

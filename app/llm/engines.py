@@ -8,9 +8,12 @@ parses.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import queue
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
 
 import httpx
@@ -107,29 +110,52 @@ class LlamaCppEngine:
 
 
 class VLLMEngine:
-    """vLLM's offline engine on a GPU, sharing it with Whisper (gpu_memory_utilization)."""
+    """vLLM's ``AsyncLLMEngine`` (``AsyncLLM``) on a GPU, shared with Whisper.
+
+    Not the offline ``vllm.LLM``: its run loop collects every finished request,
+    whichever thread sent it, so two Serve threads calling it at once get each
+    other's answers. The async engine keys outputs by request id, batches
+    concurrent requests into one forward pass and streams tokens. It runs on one
+    event loop in a daemon thread; the sync methods (what the summarizer calls
+    from Serve's thread pool) submit to that loop, the async ones await on it.
+    """
 
     name = "vllm"
 
-    def __init__(self, model: ResolvedModel, context_tokens: int, gpu_memory_utilization: float):
+    def __init__(
+        self,
+        model: ResolvedModel,
+        context_tokens: int,
+        gpu_memory_utilization: float,
+        enforce_eager: bool = False,
+    ) -> None:
         try:
-            from vllm import LLM
+            import vllm  # noqa: F401
         except ImportError as exc:
             raise ModelError(
                 "AIPP_LLM_ENGINE", f"vllm is not installed; install aipp[gpu] ({exc})"
             ) from None
         self.model_name = model.name
         self.context_tokens = context_tokens
-        self._llm = LLM(
-            model=model.path,
-            max_model_len=context_tokens,
-            gpu_memory_utilization=gpu_memory_utilization,
-            enforce_eager=False,
+        self._loop = asyncio.new_event_loop()
+        threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True).start()
+        # Built on the loop it will run on: its output handler is an asyncio task there.
+        self._engine = self._run(
+            _open_async_engine(model.path, context_tokens, gpu_memory_utilization, enforce_eager)
         )
-        self._tokenizer = self._llm.get_tokenizer()
+        self._tokenizer = self._engine.get_tokenizer()
+
+    def _run(self, coro):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def count_tokens(self, text: str) -> int:
         return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def _prompt(self, messages: list[Message]) -> dict:
+        text = self._tokenizer.apply_chat_template(
+            messages, tokenize=False, add_generation_prompt=True
+        )
+        return {"prompt_token_ids": self._tokenizer.encode(text, add_special_tokens=False)}
 
     def _params(self, max_tokens, temperature, json_schema=None):
         from vllm import SamplingParams
@@ -140,22 +166,82 @@ class VLLMEngine:
             max_tokens=max_tokens, temperature=temperature, structured_outputs=structured
         )
 
-    def generate(self, messages, *, max_tokens, temperature, json_schema=None) -> Completion:
-        outputs = self._llm.chat(
-            [messages], self._params(max_tokens, temperature, json_schema), use_tqdm=False
-        )
-        out = outputs[0]
-        gen = out.outputs[0]
+    async def agenerate(self, messages, *, max_tokens, temperature, json_schema=None) -> Completion:
+        """One request on the shared engine; concurrent callers are batched together."""
+        prompt = self._prompt(messages)
+        params = self._params(max_tokens, temperature, json_schema)
+        final = None
+        async for out in self._engine.generate(prompt, params, uuid.uuid4().hex):
+            final = out
+        if final is None:
+            raise RuntimeError("vllm engine: the request ended without an output")
+        gen = final.outputs[0]
         return Completion(
             text=gen.text,
-            prompt_tokens=len(out.prompt_token_ids or []),
+            prompt_tokens=len(final.prompt_token_ids or prompt["prompt_token_ids"]),
             completion_tokens=len(gen.token_ids),
             finish_reason=gen.finish_reason or "stop",
         )
 
+    async def astream(self, messages, *, max_tokens, temperature) -> AsyncIterator[str]:
+        """Token deltas as the engine produces them (outputs are cumulative per request)."""
+        sent = 0
+        params = self._params(max_tokens, temperature)
+        async for out in self._engine.generate(self._prompt(messages), params, uuid.uuid4().hex):
+            text = out.outputs[0].text
+            if len(text) > sent:
+                yield text[sent:]
+                sent = len(text)
+
+    def generate(self, messages, *, max_tokens, temperature, json_schema=None) -> Completion:
+        return self._run(
+            self.agenerate(
+                messages, max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+            )
+        )
+
+    def close(self) -> None:
+        """Stop the engine (its GPU memory and worker processes) and the loop thread."""
+        self._engine.shutdown()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+
     def stream(self, messages, *, max_tokens, temperature) -> Iterator[str]:
-        # The offline engine has no token stream; yield the whole answer as one chunk.
-        yield self.generate(messages, max_tokens=max_tokens, temperature=temperature).text
+        chunks: queue.Queue = queue.Queue()
+        done = object()
+
+        async def pump() -> None:
+            try:
+                async for delta in self.astream(
+                    messages, max_tokens=max_tokens, temperature=temperature
+                ):
+                    chunks.put(delta)
+            except BaseException as exc:  # handed to the consuming thread
+                chunks.put(exc)
+            finally:
+                chunks.put(done)
+
+        asyncio.run_coroutine_threadsafe(pump(), self._loop)
+        while (item := chunks.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+
+
+async def _open_async_engine(
+    path: str, context_tokens: int, gpu_memory_utilization: float, enforce_eager: bool
+):
+    """``AsyncLLMEngine.from_engine_args`` (vLLM 0.29: an alias of ``v1 AsyncLLM``)."""
+    from vllm import AsyncEngineArgs, AsyncLLMEngine
+
+    args = AsyncEngineArgs(
+        model=path,
+        max_model_len=context_tokens,
+        gpu_memory_utilization=gpu_memory_utilization,
+        # CUDA graphs: slower start-up (capture), faster decode; docs/gpu.md.
+        enforce_eager=enforce_eager,
+        disable_log_stats=True,
+    )
+    return AsyncLLMEngine.from_engine_args(args)
 
 
 class OpenAIEngine:
@@ -242,7 +328,12 @@ def build_engine(settings: Settings) -> LLMEngine:
     if settings.llm_engine == "llama_cpp":
         return LlamaCppEngine(model, settings.llm_context_tokens, settings.llm_threads)
     if settings.llm_engine == "vllm":
-        return VLLMEngine(model, settings.llm_context_tokens, settings.llm_gpu_memory_utilization)
+        return VLLMEngine(
+            model,
+            settings.llm_context_tokens,
+            settings.llm_gpu_memory_utilization,
+            enforce_eager=settings.llm_enforce_eager,
+        )
     import os
 
     key = settings.openai_api_key.get_secret_value() if settings.openai_api_key else None

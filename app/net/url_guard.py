@@ -21,8 +21,14 @@ address. The rules:
 
 Errors are :class:`URLFetchError` with a ``code``: ``invalid_url_scheme``,
 ``url_not_allowed``, ``url_fetch_failed``, ``url_not_found`` (404/410),
-``url_too_large``, ``url_timeout``; :meth:`URLFetchError.to_api_error` maps
-them to HTTP.
+``url_too_large``, ``url_timeout``; the API layer (``app/api/errors.py``) maps
+them to HTTP statuses - this module knows nothing about HTTP answers.
+
+IPv6 forms that carry an IPv4 address inside are judged by that address:
+IPv4-mapped (``::ffff:0:0/96``), IPv4-compatible (``::/96``), NAT64
+(``64:ff9b::/96`` and the local-use ``64:ff9b:1::/48``), 6to4 (``2002::/16``),
+Teredo (``2001::/32``, the client address XOR-ed) and ISATAP interface ids
+(``...:0:5efe:a.b.c.d``). So ``http://[2002:7f00:1::]/`` is loopback, refused.
 """
 
 from __future__ import annotations
@@ -63,15 +69,10 @@ METADATA_IPS = frozenset(
     )
 )
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
-
-_HTTP_STATUS = {
-    "invalid_url_scheme": 422,
-    "url_not_allowed": 422,
-    "url_not_found": 422,
-    "url_too_large": 413,
-    "url_timeout": 504,
-    "url_fetch_failed": 502,
-}
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: the v4 is in the last 32 bits
+_SIX_TO_FOUR = ipaddress.ip_network("2002::/16")
+_TEREDO = ipaddress.ip_network("2001::/32")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
 
 
 class URLFetchError(Exception):
@@ -82,15 +83,8 @@ class URLFetchError(Exception):
         self.code = code
         self.message = message
 
-    @property
-    def http_status(self) -> int:
-        """A suggested status for answering the API client."""
-        return _HTTP_STATUS.get(self.code, 502)
-
-    def to_api_error(self) -> Exception:
-        from app.api.errors import APIError
-
-        return APIError(self.http_status, self.code, self.message)
+    def __reduce__(self):  # keep the code when Ray ships the error between processes
+        return (type(self), (self.code, self.message))
 
 
 # --- allow-list and address checks ----------------------------------------------
@@ -131,18 +125,35 @@ def _normalize_host(host: str) -> str:
 
 
 def _embedded_ipv4(ip: IPAddress) -> IPAddress:
-    """The IPv4 address hidden in an IPv4-mapped or NAT64 IPv6 address, else ``ip``."""
-    if isinstance(ip, ipaddress.IPv6Address):
-        if ip.ipv4_mapped is not None:
-            return ip.ipv4_mapped
-        if ip in _NAT64:
-            return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    """The IPv4 address an IPv6 transition form carries (see the module doc), else ``ip``."""
+    if not isinstance(ip, ipaddress.IPv6Address):
+        return ip
+    if ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    if ip.sixtofour is not None:
+        return ip.sixtofour
+    if ip.teredo is not None:
+        return ip.teredo[1]  # (server, client): the client is the host that is reached
+    low32 = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+    if ip in _NAT64 or ip in _NAT64_LOCAL:
+        return low32
+    if ip in _IPV4_COMPATIBLE and int(ip) > 1:  # not :: or ::1, which are judged as they are
+        return low32
+    if (int(ip) >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP: ...:0:5efe:v4 or ...:200:5efe:v4
+        return low32
     return ip
 
 
 def refusal_reason(ip: IPAddress) -> str | None:
     """Why connecting to ``ip`` is refused, or ``None`` if it is a public unicast address."""
-    ip = _embedded_ipv4(ip)
+    inner = _embedded_ipv4(ip)
+    if inner is not ip:
+        reason = refusal_reason(inner)
+        if reason:
+            return f"{reason} tunnelled in {ip}"
+        if ip.ipv4_mapped is not None or ip in _NAT64 or ip in _NAT64_LOCAL:
+            return None  # a translator reaches exactly that public IPv4 address
+        # 6to4, Teredo, ISATAP, IPv4-compatible: the outer address is judged as well.
     if ip in METADATA_IPS:
         return "cloud metadata address"
     checks = (
@@ -165,7 +176,8 @@ def check_ip(ip: str | IPAddress, allow: AllowList | Iterable[str] | None = None
     """Raise ``url_not_allowed`` unless ``ip`` is public or allow-listed."""
     addr = ipaddress.ip_address(ip) if isinstance(ip, str) else ip
     allow_list = AllowList.parse(allow)
-    if allow_list.permits_ip(addr) or allow_list.permits_ip(_embedded_ipv4(addr)):
+    mapped = getattr(addr, "ipv4_mapped", None)  # the same host, written as IPv6
+    if allow_list.permits_ip(addr) or (mapped is not None and allow_list.permits_ip(mapped)):
         return
     reason = refusal_reason(addr)
     if reason:

@@ -4,8 +4,9 @@ beyond reading the catalog file; the CLI, API and page sit on top of :func:`plan
 """
 
 from app.planner.catalog import Catalog, CatalogError, load_catalog
-from app.planner.model import PlanInput, PlannerInputError, PlanResult, plan
+from app.planner.plan import plan
 from app.planner.presets import PRESETS
+from app.planner.schemas import PlanInput, PlannerInputError, PlanResult
 
 __all__ = [
     "PRESETS",

@@ -7,19 +7,41 @@ so the page can put the message next to the input that caused it.
 
 from __future__ import annotations
 
+import asyncio
 import os
+import weakref
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import anyio.to_thread
+from anyio import CapacityLimiter
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
 from app.api.errors import APIError
 from app.planner.catalog import CATALOG_ENV, Catalog, CatalogError, Source, load_catalog
-from app.planner.model import PlanInput, PlannerInputError, PlanResult, plan
+from app.planner.plan import plan
 from app.planner.presets import PRESETS
+from app.planner.queueing import WorkBudgetExceeded
+from app.planner.schemas import PlanInput, PlannerInputError, PlanResult
+
+# At most this many plans compute at once, in their own worker threads: planning never
+# takes the threads that sync routes of the task API share (AnyIO's default limiter).
+PLANNER_CONCURRENCY = 2
+_limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _limiter() -> CapacityLimiter:
+    loop = asyncio.get_running_loop()
+    lim = _limiters.get(loop)
+    if lim is None:
+        lim = _limiters[loop] = CapacityLimiter(PLANNER_CONCURRENCY)
+    return lim
+
 
 STATIC_DIR = Path(__file__).with_name("static")
 
@@ -49,6 +71,9 @@ class PlannerOptions(BaseModel):
     stt_models: dict[str, list[str]] = Field(description="Model -> GPU types it has a profile for.")
     llm_models: dict[str, list[str]] = Field(description="Model -> GPU types it has a profile for.")
     bedrock_models: list[str]
+    retired_bedrock_models: list[str] = Field(description="Marked retired: plans warn.")
+    managed_stt: list[str] = Field(description="Managed speech-to-text APIs to compare with.")
+    catalog_as_of: str
     presets: dict[str, dict[str, Any]]
     defaults: dict[str, Any]
     sources: dict[str, Source]
@@ -87,13 +112,17 @@ def get_catalog() -> Catalog:
     summary="Size GPUs and compare self-hosted with managed monthly cost",
     responses=_ERRORS,
 )
-def create_plan(body: PlanInput) -> PlanResult:
+async def create_plan(body: PlanInput) -> PlanResult:
     catalog = get_catalog()
     try:
-        return plan(body, catalog)
+        return await anyio.to_thread.run_sync(plan, body, catalog, limiter=_limiter())
     except PlannerInputError as exc:
         raise APIError(
             422, "invalid_request", f"{exc.field}: {exc.message}", extra={"field": exc.field}
+        ) from None
+    except WorkBudgetExceeded as exc:
+        raise APIError(
+            422, "invalid_request", f"tasks_per_month: {exc}", extra={"field": "tasks_per_month"}
         ) from None
 
 
@@ -117,6 +146,9 @@ def plan_options() -> PlannerOptions:
         stt_models={n: list(m.profiles) for n, m in catalog.stt_models.items()},
         llm_models={n: list(m.profiles) for n, m in catalog.llm_models.items()},
         bedrock_models=list(catalog.managed.bedrock),
+        retired_bedrock_models=[n for n, m in catalog.managed.bedrock.items() if m.retired],
+        managed_stt=["aws-transcribe", *catalog.managed.stt_apis],
+        catalog_as_of=catalog.as_of,
         presets={n: dict(v) for n, v in PRESETS.items()},
         defaults=defaults,
         sources=catalog.sources,

@@ -106,12 +106,54 @@ class BedrockModel(_Strict):
     model_id: str
     input_usd_per_1k_tokens: float = Field(ge=0)
     output_usd_per_1k_tokens: float = Field(ge=0)
+    batch_discount: float = Field(
+        0.5, ge=0, lt=1, description="Share off the on-demand price for batch inference."
+    )
+    retired: bool = Field(False, description="End of life on Bedrock: plans warn.")
+    lifecycle_note: str = ""
+    source: str
+
+
+class SttApi(_Strict):
+    """A per-minute managed speech-to-text API (one flat rate)."""
+
+    name: str = Field(min_length=1)
+    usd_per_minute: float = Field(ge=0)
+    minimum_billed_seconds: float = Field(0, ge=0)
+    billing_increment_seconds: float = Field(1, gt=0)
+    diarization_usd_per_minute: float | None = Field(
+        0, ge=0, description="Speaker-label add-on; null when the API has no diarization."
+    )
+    basis: Basis = "published"
     source: str
 
 
 class Managed(_Strict):
     transcribe: TranscribePricing
+    transcribe_diarization_usd_per_minute: float = Field(0, ge=0)
+    stt_apis: dict[str, SttApi] = Field(default_factory=dict)
     bedrock: dict[str, BedrockModel] = Field(min_length=1)
+
+
+class DiarizerProfile(_Strict):
+    """Speaker diarization throughput on one device ("cpu" or a GPU type)."""
+
+    audio_s_per_s: float = Field(gt=0, description="Audio seconds per second (1 / RTF).")
+    instance_type: str | None = None
+    usd_per_hour: float | None = Field(None, ge=0, description="CPU node price (cpu only).")
+    vram_gb: float = Field(0, ge=0)
+    basis: Basis = "estimate"
+    source: str
+
+
+class Diarizer(_Strict):
+    description: str = ""
+    profiles: dict[str, DiarizerProfile] = Field(default_factory=dict)
+
+
+class Commitment(_Strict):
+    discount: float = Field(ge=0, lt=1, description="Share off on-demand for committed hours.")
+    source: str
 
 
 class FixedCost(_Strict):
@@ -119,6 +161,13 @@ class FixedCost(_Strict):
     usd_per_hour: float | None = Field(None, ge=0)
     usd_per_month: float | None = Field(None, ge=0)
     quantity: float = Field(1, ge=0)
+    side: Literal["self_hosted", "both"] = Field(
+        "self_hosted", description="`both`: a managed pipeline pays it too (storage, DB...)."
+    )
+    per_gpu_node: bool = Field(False, description="Multiply by the GPU node count (EBS).")
+    ha_quantity: float | None = Field(
+        None, ge=0, description="Quantity with high availability on (e.g. one NAT per AZ)."
+    )
     source: str
 
     @model_validator(mode="after")
@@ -129,15 +178,19 @@ class FixedCost(_Strict):
             )
         return self
 
-    def monthly_usd(self, hours_per_month: float) -> float:
+    def monthly_usd(self, hours_per_month: float, quantity: float | None = None) -> float:
+        q = self.quantity if quantity is None else quantity
         if self.usd_per_hour is not None:
-            return self.usd_per_hour * hours_per_month * self.quantity
+            return self.usd_per_hour * hours_per_month * q
         assert self.usd_per_month is not None
-        return self.usd_per_month * self.quantity
+        return self.usd_per_month * q
 
 
 class Catalog(_Strict):
     version: int = 1
+    as_of: str = Field(
+        "1970-01-01", description="Date the catalog's prices were last reviewed (YYYY-MM-DD)."
+    )
     region: str = "us-east-1"
     currency: str = "USD"
     hours_per_month: float = Field(730, gt=0, le=744)
@@ -146,6 +199,8 @@ class Catalog(_Strict):
     stt_models: dict[str, SttModel] = Field(min_length=1)
     llm_models: dict[str, LlmModel] = Field(min_length=1)
     managed: Managed
+    diarizer: Diarizer = Field(default_factory=Diarizer)
+    commitments: dict[str, Commitment] = Field(default_factory=dict)
     fixed_costs: list[FixedCost] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -169,6 +224,17 @@ class Catalog(_Strict):
         need(self.managed.transcribe.source, "managed.transcribe.source")
         for bname, bm in self.managed.bedrock.items():
             need(bm.source, f"managed.bedrock.{bname}.source")
+        for aname, api in self.managed.stt_apis.items():
+            need(api.source, f"managed.stt_apis.{aname}.source")
+        for dname, dprof in self.diarizer.profiles.items():
+            where = f"diarizer.profiles.{dname}"
+            need(dprof.source, f"{where}.source")
+            if dname != "cpu" and dname not in self.gpus:
+                problems.append(f"{where}: unknown GPU type '{dname}'")
+            if dname == "cpu" and dprof.usd_per_hour is None:
+                problems.append(f"{where}: a CPU profile needs usd_per_hour")
+        for cname, com in self.commitments.items():
+            need(com.source, f"commitments.{cname}.source")
         for i, fc in enumerate(self.fixed_costs):
             need(fc.source, f"fixed_costs[{i}].source")
         if problems:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from app.planner.model import PlanResult
+from app.planner.schemas import PlanResult
 
 FORMATS = {".svg": "svg", ".png": "png"}
 
@@ -38,6 +38,33 @@ def render_chart(result: PlanResult, path: str | Path) -> Path:
     fig = Figure(figsize=(8, 4.8), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
+    band = result.band
+    pts = [
+        (x, lo, hi)
+        for x, lo, hi in zip(
+            curve.tasks_per_month, band.self_hosted_low_usd, band.self_hosted_high_usd, strict=True
+        )
+        if lo is not None and hi is not None
+    ]
+    if pts:
+        ax.fill_between(
+            [p[0] for p in pts],
+            [p[1] for p in pts],
+            [p[2] for p in pts],
+            color="#1f6feb",
+            alpha=0.15,
+            linewidth=0,
+            label="self-hosted sensitivity band (throughput x0.5-x1.5, peak, prices)",
+        )
+    if curve.cheapest_managed_usd:
+        ax.plot(
+            curve.tasks_per_month,
+            curve.cheapest_managed_usd,
+            color="#bf8700",
+            linewidth=1.5,
+            linestyle="-.",
+            label="Cheapest managed option",
+        )
     ax.plot(
         curve.tasks_per_month,
         curve.self_hosted_usd,
@@ -51,7 +78,7 @@ def render_chart(result: PlanResult, path: str | Path) -> Path:
         curve.managed_usd,
         color="#d1242f",
         linewidth=2,
-        label=f"Managed (Transcribe + Bedrock {result.bedrock_model})",
+        label=f"Managed, chosen ({result.inputs.managed_stt} + Bedrock {result.bedrock_model})",
     )
     co = result.crossover
     if co.status == "found" and co.tasks_per_month is not None:
@@ -82,9 +109,18 @@ def render_chart(result: PlanResult, path: str | Path) -> Path:
         headline = "self-hosting cheaper from the first task"
     else:
         headline = "no crossover: managed stays cheaper"
+    lo, hi = band.crossover_low, band.crossover_high
+    band_text = (
+        f"sensitivity band: crossover {lo:,} to {hi:,}"
+        if lo is not None and hi is not None
+        else f"sensitivity band: crossover {lo:,} to none"
+        if lo is not None
+        else "sensitivity band: no crossover"
+    )
     ax.set_title(
-        f"Monthly cost vs volume ({result.inputs.avg_minutes:g} min/task): {headline}",
-        fontsize=10,
+        f"Monthly cost vs volume ({result.inputs.avg_minutes:g} min/task): {headline}\n"
+        f"{band_text} tasks/month",
+        fontsize=9,
     )
     money = FuncFormatter(lambda x, _: f"${x:,.0f}")
     ax.yaxis.set_major_formatter(money)

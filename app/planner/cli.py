@@ -43,6 +43,19 @@ FLAGS: dict[str, str] = {
     "always_on": "--always-on/--active-hours-only",
     "include_fixed_costs": "--fixed-costs/--no-fixed-costs",
     "curve_points": "--curve-points",
+    "sizing": "--sizing",
+    "p95_minutes": "--p95-minutes",
+    "max_utilization": "--max-utilization",
+    "duration_cv": "--duration-cv",
+    "managed_stt": "--managed-stt",
+    "bedrock_batch": "--bedrock-batch/--bedrock-on-demand",
+    "diarize": "--diarize/--no-diarize",
+    "diarizer_device": "--diarizer-device",
+    "diarizer_audio_s_per_s": "--diarizer-speed",
+    "commitment": "--commitment",
+    "ha": "--ha/--no-ha",
+    "ops_hours_per_month": "--ops-hours",
+    "ops_usd_per_hour": "--ops-usd-per-hour",
 }
 
 
@@ -113,8 +126,8 @@ def print_table(result: Any) -> None:
     gpus.add_row(
         "Dedicated total",
         "",
-        str(s.dedicated.total_gpus),
-        _money(s.dedicated.monthly_usd) + "/month",
+        str(s.dedicated.total_gpus) if s.dedicated.available else "-",
+        _money(s.dedicated.monthly_usd) + "/month" if s.dedicated.available else s.dedicated.reason,
     )
     if s.packed.monthly_usd is not None:
         gpus.add_row(
@@ -127,6 +140,26 @@ def print_table(result: Any) -> None:
         gpus.add_row("Packed (0.5 + 0.5 per GPU)", "", "-", s.packed.reason)
     console.print(gpus)
     console.print(f"Layout: [bold]{s.chosen}[/bold]. {s.note}")
+    target = f", target p95 {s.p95_target_s / 60:g} min" if s.p95_target_s else ""
+    pools = Table(
+        title=f"Pools at the peak hour (sizing: {s.method}{target})", title_justify="left"
+    )
+    for col in ("Pool", "Device", "GPUs/nodes", "Utilisation", "p50 wait", "p95 wait"):
+        pools.add_column(col, justify="left" if col in ("Pool", "Device") else "right")
+    for p in s.pools:
+        pools.add_row(
+            p.pool,
+            p.device,
+            str(p.gpus),
+            f"{p.utilization:.0%}",
+            "-" if p.wait_p50_s is None else f"{p.wait_p50_s:,.0f} s",
+            "-" if p.wait_p95_s is None else f"{p.wait_p95_s:,.0f} s",
+        )
+    console.print(pools)
+    if s.predicted_p95_s is not None:
+        console.print(
+            f"Predicted p95 upload-to-result at the peak hour: {s.predicted_p95_s / 60:.1f} min"
+        )
 
     for label, breakdown in (("Self-hosted", result.self_hosted), ("Managed", result.managed)):
         t = Table(title=f"{label} monthly cost", title_justify="left")
@@ -156,6 +189,31 @@ def print_table(result: Any) -> None:
         f"{_money(abs(result.savings_monthly_usd))}/month ({abs(result.savings_pct):.1f}%)."
     )
     console.print(f"Crossover: {result.crossover.message}")
+    band = result.band
+    band = result.band
+
+    def _vol(x: int | None) -> str:
+        return "none" if x is None else f"{x:,}"
+
+    console.print(
+        "Sensitivity band (throughput x0.5-x1.5, peak factor, prices): crossover "
+        f"{_vol(band.crossover_low)} to {_vol(band.crossover_high)} tasks/month; self-hosted "
+        f"{_money(band.monthly_usd_low)} to {_money(band.monthly_usd_high)} at this volume."
+    )
+    bl = Table(title="Managed baselines", title_justify="left")
+    for col in ("Baseline", "Monthly", "Cheaper", "Crossover"):
+        bl.add_column(col, justify="left" if col == "Baseline" else "right")
+    for b in result.baselines:
+        bl.add_row(
+            b.name + (" (chosen)" if b.id == _chosen_id(result) else ""),
+            _money(b.monthly_usd),
+            b.cheaper.replace("_", "-"),
+            _vol(b.crossover.tasks_per_month)
+            if b.crossover.tasks_per_month
+            else b.crossover.status,
+        )
+    console.print(bl)
+    console.print(f"[bold]{result.verdict}[/bold]", soft_wrap=True)
     adv = result.replica_advice
     parts = [f"{n} {r.min_replicas}-{r.max_replicas}" for n, r in adv.deployments.items()]
     parts += [f"{n} {r.min_replicas}-{r.max_replicas}" for n, r in adv.worker_groups.items()]
@@ -168,6 +226,11 @@ def print_table(result: Any) -> None:
         )
     for note in result.notes:
         console.print(f"[dim]Note: {note}[/dim]", soft_wrap=True)
+
+
+def _chosen_id(result: Any) -> str:
+    mode = "batch" if result.inputs.bedrock_batch else "on-demand"
+    return f"{result.inputs.managed_stt}+{mode}"
 
 
 def _calibration_overlay(
@@ -198,8 +261,9 @@ def run_plan(
     calibration_audio: Path | None,
 ) -> None:
     from app.planner.catalog import CatalogError, load_catalog
-    from app.planner.model import PlanInput, PlannerInputError, plan
+    from app.planner.plan import plan
     from app.planner.presets import PRESETS, preset_inputs
+    from app.planner.schemas import PlanInput, PlannerInputError
 
     values: dict[str, Any] = {}
     if preset is not None:
@@ -257,10 +321,16 @@ def run_plan(
             except OSError as exc:
                 raise _fail(f"--calibration-out: {exc}") from None
 
+    from app.planner.queueing import WorkBudgetExceeded
+
     try:
         result = plan(inp, catalog, preset=preset)
     except PlannerInputError as exc:
         raise _fail(f"{FLAGS.get(exc.field, exc.field)}: {exc.message}") from None
+    except WorkBudgetExceeded as exc:
+        raise _fail(f"--tasks-per-month: {exc}") from None
+    for warning in result.warnings:
+        typer.echo(f"Warning: {warning}", err=True)
 
     if chart is not None:
         from app.planner.chart import ChartError, render_chart
@@ -340,7 +410,7 @@ def register(cli: typer.Typer) -> None:
             help="Self-hosted LLM in the catalog (default llama-3.1-8b-instruct).",
         ),
         bedrock_model: str | None = typer.Option(
-            None, "--bedrock-model", help="Managed LLM to compare with (default claude-3-haiku)."
+            None, "--bedrock-model", help="Managed LLM to compare with (default claude-haiku-4.5)."
         ),
         packing: str | None = typer.Option(
             None, "--packing", help="auto | dedicated | packed (default auto)."
@@ -362,6 +432,43 @@ def register(cli: typer.Typer) -> None:
         ),
         curve_points: int | None = typer.Option(
             None, "--curve-points", help="Points in the cost curve (default 80)."
+        ),
+        sizing: str | None = typer.Option(
+            None, "--sizing", help="queueing (to the p95 target, default) | throughput."
+        ),
+        p95_minutes: float | None = typer.Option(
+            None, "--p95-minutes", help="Target p95 upload-to-result minutes (default 15)."
+        ),
+        max_utilization: float | None = typer.Option(
+            None, "--max-utilization", help="Queueing: highest pool utilisation (default 0.9)."
+        ),
+        duration_cv: float | None = typer.Option(
+            None, "--duration-cv", help="Variation of audio length, CV (default 0.5)."
+        ),
+        managed_stt: str | None = typer.Option(
+            None, "--managed-stt", help="Managed STT of the chosen baseline (aws-transcribe)."
+        ),
+        bedrock_batch: bool | None = typer.Option(
+            None, "--bedrock-batch/--bedrock-on-demand", help="Bedrock batch pricing."
+        ),
+        diarize: bool | None = typer.Option(
+            None, "--diarize/--no-diarize", help="Plan a speaker-diarization pool."
+        ),
+        diarizer_device: str | None = typer.Option(
+            None, "--diarizer-device", help="cpu (default) | gpu."
+        ),
+        diarizer_speed: float | None = typer.Option(
+            None, "--diarizer-speed", help="Measured diarizer audio s per s (1/RTF)."
+        ),
+        commitment: str | None = typer.Option(
+            None, "--commitment", help="none | savings-plan-1y | savings-plan-3y."
+        ),
+        ha: bool | None = typer.Option(None, "--ha/--no-ha", help="N+1 GPUs per pool."),
+        ops_hours: float | None = typer.Option(
+            None, "--ops-hours", help="Engineer hours a month (default 8)."
+        ),
+        ops_usd_per_hour: float | None = typer.Option(
+            None, "--ops-usd-per-hour", help="Cost of an engineer hour (default 100)."
         ),
         preset: str | None = typer.Option(
             None, "--preset", help="Start from named inputs: seed-example."
@@ -419,6 +526,19 @@ def register(cli: typer.Typer) -> None:
             "always_on": always_on,
             "include_fixed_costs": fixed_costs,
             "curve_points": curve_points,
+            "sizing": sizing,
+            "p95_minutes": p95_minutes,
+            "max_utilization": max_utilization,
+            "duration_cv": duration_cv,
+            "managed_stt": managed_stt,
+            "bedrock_batch": bedrock_batch,
+            "diarize": diarize,
+            "diarizer_device": diarizer_device,
+            "diarizer_audio_s_per_s": diarizer_speed,
+            "commitment": commitment,
+            "ha": ha,
+            "ops_hours_per_month": ops_hours,
+            "ops_usd_per_hour": ops_usd_per_hour,
         }
         run_plan(
             given,

@@ -13,7 +13,7 @@ a blank line inside a segment cannot end the cue early.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 __all__ = ["format_timestamp", "to_srt", "to_vtt", "cues"]
@@ -58,10 +58,31 @@ def cues(segments: Iterable[Any]) -> list[tuple[float, float, str]]:
     return out
 
 
-def to_srt(segments: Iterable[Any]) -> str:
-    """SubRip: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, a blank line after each."""
+def _speaker_names(segments: list[Any], names: Mapping[str, str] | None) -> list[str | None]:
+    """The display name per non-empty segment (``None`` when it has no speaker)."""
+    from app.speech.diarize import default_name
+
+    out: list[str | None] = []
+    for seg in segments:
+        if not _clean_text(str(_get(seg, "text") or "")):
+            continue
+        spk = _get(seg, "speaker")
+        out.append(((names or {}).get(spk) or default_name(spk)) if spk else None)
+    return out
+
+
+def to_srt(segments: Iterable[Any], names: Mapping[str, str] | None = None) -> str:
+    """SubRip: numbered cues, ``HH:MM:SS,mmm --> HH:MM:SS,mmm``, a blank line after each.
+
+    Diarized segments start with ``[Speaker 1] `` (or the name from ``names``, speaker id
+    -> display name): SRT has no voice tag, and a bracketed prefix is what players show.
+    """
+    segments = list(segments)
+    speakers = _speaker_names(segments, names)
     blocks = []
     for i, (start, end, text) in enumerate(cues(segments), start=1):
+        if speakers[i - 1]:
+            text = f"[{speakers[i - 1]}] {text}"
         blocks.append(f"{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n")
     return "\n".join(blocks)
 
@@ -72,10 +93,19 @@ def _vtt_escape(text: str) -> str:
     return text
 
 
-def to_vtt(segments: Iterable[Any]) -> str:
-    """WebVTT: the ``WEBVTT`` header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues."""
+def to_vtt(segments: Iterable[Any], names: Mapping[str, str] | None = None) -> str:
+    """WebVTT: the ``WEBVTT`` header, then ``HH:MM:SS.mmm --> HH:MM:SS.mmm`` cues.
+
+    Diarized segments carry a voice span, ``<v Speaker 1>text``.
+    """
+    segments = list(segments)
+    speakers = _speaker_names(segments, names)
     blocks = ["WEBVTT\n"]
-    for start, end, text in cues(segments):
+    for i, (start, end, text) in enumerate(cues(segments)):
         timing = f"{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}"
-        blocks.append(f"{timing}\n{_vtt_escape(text)}\n")
+        body = _vtt_escape(text)
+        if speakers[i]:
+            voice = _vtt_escape(speakers[i]).replace("\n", " ")
+            body = "\n".join(f"<v {voice}>{line}" for line in body.split("\n"))
+        blocks.append(f"{timing}\n{body}\n")
     return "\n".join(blocks)

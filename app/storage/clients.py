@@ -1,4 +1,4 @@
-"""The state clients one Ingress replica needs, built once: database, blobs, Redis, auth."""
+"""The state clients one Ingress or TaskRunner replica needs: database, blobs, Redis, auth."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from dataclasses import dataclass
 from sqlalchemy.engine import Engine
 
 from app.api.auth import Authenticator
+from app.core.settings import Settings
 from app.storage.blobs import BlobStore
-from app.storage.sql.engine import make_engine
-from app.storage.sql.migrate import upgrade
-from app.storage.sql.tasks import TaskStore
 from app.storage.redis import connect, connect_async
 from app.storage.redis.cache import ResultCache
 from app.storage.redis.idempotency import IdempotencyStore
 from app.storage.redis.ratelimit import RateLimiter
-from app.core.settings import Settings
+from app.storage.sql.engine import make_engine
+from app.storage.sql.migrate import upgrade
+from app.storage.sql.tasks import TaskStore
 
 logger = logging.getLogger("ray.serve")
 
@@ -40,7 +40,7 @@ class Services:
         from app.storage.redis import degrade
 
         degrade.on_degraded = metrics.record_degraded  # Redis outages show on the dashboard
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
         url = settings.effective_database_url
         if migrate:
             upgrade(url)

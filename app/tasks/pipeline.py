@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from ray.exceptions import RayTaskError
 from ray.serve.handle import DeploymentHandle
 
+from app.core.schemas import (
+    DiarizeOutput,
+    ModelIds,
+    SummarizeOutput,
+    SummarizeResult,
+    Timings,
+    TranscribeOutput,
+)
 from app.speech.audio import AudioError
-from app.core.schemas import ModelIds, SummarizeOutput, SummarizeResult, Timings, TranscribeOutput
+from app.speech.diarize import assign_speakers, display_names, speaker_text
 
 
 def unwrap(exc: BaseException) -> BaseException:
@@ -19,9 +28,31 @@ def unwrap(exc: BaseException) -> BaseException:
 
 
 class Pipeline:
-    def __init__(self, transcriber: DeploymentHandle, summarizer: DeploymentHandle) -> None:
+    def __init__(
+        self,
+        transcriber: DeploymentHandle,
+        summarizer: DeploymentHandle,
+        diarizer: DeploymentHandle | None = None,
+    ) -> None:
         self.transcriber = transcriber
         self.summarizer = summarizer
+        self.diarizer = diarizer
+
+    async def diarize(
+        self, audio: bytes, options: dict | None = None, task_id: str | None = None
+    ) -> DiarizeOutput:
+        if self.diarizer is None:
+            raise RuntimeError("this application has no Diarizer deployment")
+        try:
+            opts = dict(options or {})
+            if task_id:
+                opts["task_id"] = task_id
+            return await self.diarizer.diarize.remote(audio, opts)
+        except RayTaskError as exc:
+            cause = unwrap(exc)
+            if isinstance(cause, AudioError):
+                raise cause from None
+            raise
 
     async def transcribe(
         self, audio: bytes, options: dict | None = None, task_id: str | None = None
@@ -38,9 +69,19 @@ class Pipeline:
             raise
 
     async def summarize(
-        self, text: str, instruction: str | None = None, task_id: str | None = None
+        self,
+        text: str,
+        instruction: str | None = None,
+        task_id: str | None = None,
+        segments: list[dict] | None = None,
+        duration_s: float | None = None,
     ) -> SummarizeOutput:
-        return await self.summarizer.summarize.remote(text, instruction, task_id=task_id)
+        """Segments (id, start, end, text) let the summary cite evidence with timestamps."""
+        if segments is None:  # the text-only path: grounded on sentences, no timestamps
+            return await self.summarizer.summarize.remote(text, instruction, task_id=task_id)
+        return await self.summarizer.summarize.remote(
+            text, instruction, task_id=task_id, segments=segments, duration_s=duration_s
+        )
 
     async def run(
         self,
@@ -49,23 +90,50 @@ class Pipeline:
         instruction: str | None = None,
         on_stage=None,
         task_id: str | None = None,
+        diarize: dict | None = None,
     ) -> SummarizeResult:
-        """Both stages; ``on_stage(name)`` is awaited before each (for task state and events)."""
+        """Both stages; ``on_stage(name)`` is awaited before each (for task state and events).
+
+        With ``diarize`` (DiarizeOptions fields, plus ``words``), the Diarizer runs on the
+        same audio in parallel with the Transcriber; the turns are merged into the
+        transcript by time overlap and the summarizer reads ``Speaker N: ...`` lines.
+        """
         t0 = time.perf_counter()
         if on_stage is not None:
             await on_stage("transcribing")
-        stt = await self.transcribe(audio, {"language": language} if language else None, task_id)
+        stt_opts: dict = {"language": language} if language else {}
+        diar = None
+        if diarize is not None:
+            diar_opts = dict(diarize)
+            words = bool(diar_opts.pop("words", False))
+            stt_opts["word_timestamps"] = True  # split segments at the word a speaker changes
+            stt, diar = await asyncio.gather(
+                self.transcribe(audio, stt_opts, task_id),
+                self.diarize(audio, diar_opts, task_id),
+            )
+            transcript = assign_speakers(stt.transcript, diar, words=words)
+        else:
+            stt = await self.transcribe(audio, stt_opts or None, task_id)
+            transcript = stt.transcript
         if on_stage is not None:
             await on_stage("summarizing")
-        llm = await self.summarize(stt.transcript.text, instruction, task_id)
+        names = display_names(transcript) if diar is not None else {}
+        segments = [
+            {"id": s.id, "start": s.start, "end": s.end, "text": s.text}
+            | ({"speaker": names.get(s.speaker, s.speaker)} if s.speaker else {})
+            for s in transcript.segments
+        ]
+        text = speaker_text(transcript) if diar is not None else transcript.text
+        llm = await self.summarize(text, instruction, task_id, segments, transcript.duration_s)
         return SummarizeResult(
-            transcript=stt.transcript,
+            transcript=transcript,
             summary=llm.summary,
-            models=ModelIds(stt=stt.model, llm=llm.model),
+            models=ModelIds(stt=stt.model, llm=llm.model, diarizer=diar.model if diar else None),
             timings=Timings(
                 decode_s=stt.decode_s,
                 transcribe_s=stt.transcribe_s,
                 summarize_s=llm.summarize_s,
+                diarize_s=diar.diarize_s if diar else 0.0,
                 total_s=round(time.perf_counter() - t0, 4),
             ),
         )

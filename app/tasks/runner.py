@@ -1,10 +1,18 @@
-"""The durable task loop that runs inside every Ingress replica.
+"""The durable task loop of the TaskRunner deployment (deployments/task_runner.py).
 
-Tasks wait in the database, not in memory: each replica claims at most
+Tasks wait in the database, not in memory: each runner replica claims at most
 ``worker_concurrency`` of them at a time with a lease, renews the lease while
 it works, and records every transition. A replica that dies simply stops
 renewing; once the lease expires another replica claims the task again, so
 every task that was answered 202 ends in a terminal state.
+
+The loop sleeps until something happens: a Redis wake-up (the Ingress
+publishes one per queued task), the next due time known to the database (a
+retry backoff, a lease expiring, a webhook retry), or the slow fallback poll
+(``AIPP_WORKER_POLL_S``). Beside it run the webhook outbox sender and the
+retention purge. Losing a lease (or a cancel) cancels the pipeline call; a
+graceful shutdown hands running tasks back to the queue without spending an
+attempt.
 """
 
 from __future__ import annotations
@@ -14,139 +22,240 @@ import logging
 import os
 import socket
 import uuid
-from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from ray.exceptions import RayError
 
 from app.core import metrics
 from app.speech.audio import AudioError
-from app.storage.sql.models import Task, TaskStatus
-from app.storage.sql.tasks import TaskStoreError
-from app.tasks.pipeline import Pipeline
-from app.storage.redis import events
 from app.storage.clients import Services
-from app.tasks.webhooks import deliver
+from app.storage.redis import events
+from app.storage.sql.models import Task, TaskStatus
+from app.storage.sql.tasks import LeaseLost, TaskCancelled, TaskNotFound, TaskStoreError
+from app.tasks.announce import announce_terminal, publish, task_event, wake_runners
+from app.tasks.model_ids import ModelRegistry
+from app.tasks.options import ProcessingOptions
+from app.tasks.outbox import WebhookSender
+from app.tasks.pipeline import Pipeline
 
 logger = logging.getLogger("ray.serve")
 
-TERMINAL = {TaskStatus.SUCCEEDED.value, TaskStatus.FAILED.value, TaskStatus.CANCELLED.value}
-
-
-def task_options(task: Task) -> dict[str, Any]:
-    opts = task.options or {}
-    return {k: opts.get(k) for k in ("language", "instruction") if opts.get(k)}
-
 
 class TaskWorker:
-    def __init__(self, services: Services, pipeline: Pipeline) -> None:
+    def __init__(
+        self, services: Services, pipeline: Pipeline, models: ModelRegistry | None = None
+    ) -> None:
         self.services = services
         self.pipeline = pipeline
         self.settings = services.settings
+        self.models = models or ModelRegistry(pipeline.ready, self.settings.model_ids_ttl_s)
         self.worker_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.webhooks = WebhookSender(services, self.worker_id)
         self._slots = asyncio.Semaphore(self.settings.worker_concurrency)
         self._wake = asyncio.Event()
-        self._running: set[asyncio.Task] = set()
-        self._waiters: dict[str, asyncio.Future] = {}
-        self._loop_task: asyncio.Task | None = None
-        self._models: dict[str, str] | None = None
+        self._jobs: dict[str, asyncio.Task] = {}
+        self._lost: dict[str, BaseException] = {}
+        self._loops: list[asyncio.Task] = []
+        self._stopping = False
 
     # --- lifecycle ---------------------------------------------------------------
 
     def start(self) -> None:
-        if self._loop_task is None:
-            self._loop_task = asyncio.get_running_loop().create_task(self._loop())
+        if self._loops:
+            return
+        loop = asyncio.get_running_loop()
+        self._loops = [
+            loop.create_task(self._claim_loop(), name="task-claims"),
+            loop.create_task(self.webhooks.run(), name="webhook-outbox"),
+            loop.create_task(self._listen(), name="runner-wakeups"),
+            loop.create_task(self._housekeeping(), name="task-housekeeping"),
+        ]
 
     async def stop(self) -> None:
-        """Stop claiming; running tasks keep their lease until it expires and are re-claimed."""
-        if self._loop_task is not None:
-            self._loop_task.cancel()
-            self._loop_task = None
+        """Stop claiming, cancel running work and hand its tasks back to the queue at once
+        (no attempt spent), so a downscale or upgrade neither waits for leases nor
+        burns retries."""
+        self._stopping = True
+        for loop_task in self._loops:
+            loop_task.cancel()
+        self._loops = []
+        jobs = dict(self._jobs)
+        for job in jobs.values():
+            job.cancel()
+        await asyncio.gather(*jobs.values(), return_exceptions=True)
+        released = 0
+        for task_id in jobs:
+            try:
+                if await asyncio.to_thread(self.services.store.release, task_id, self.worker_id):
+                    released += 1
+                    await publish(self.services, task_id, {"status": "queued", "released": True})
+            except Exception:
+                logger.warning("could not release %s; its lease will expire", task_id)
+        if released:
+            await wake_runners(self.services, "released")
+            logger.info("released %d task(s) on shutdown", released)
 
     def wake(self) -> None:
         self._wake.set()
+        self.webhooks.wake()
 
-    async def dispatch(self, task: Task, replayed: bool) -> None:
-        """After a submission: wake the loop for a queued task; a task born finished
-        (a cache hit) gets its event, metric and webhook like any other."""
-        if task.status == TaskStatus.QUEUED.value:
-            self.wake()
-        elif not replayed:
-            await self._finish(task)
+    def stats(self) -> dict[str, float]:
+        """Autoscaling metrics: tasks waiting in the database and running here."""
+        return {
+            "queued_tasks": float(self.services.store.count_queued(ready_only=True)),
+            "running_tasks": float(len(self._jobs)),
+        }
 
-    async def models(self) -> dict[str, str]:
-        """Model ids for cache keys; asked once from the deployments."""
-        if self._models is None:
-            info = await self.pipeline.ready()
-            self._models = {"stt": info["stt"]["model"], "llm": info["llm"]["model"]}
-        return self._models
+    # --- waking ------------------------------------------------------------------
 
-    async def wait_for(self, task_id: str, timeout_s: float) -> Task:
-        """Wait for a task to end: instantly if this replica runs it, else by polling."""
-        future = asyncio.get_running_loop().create_future()
-        self._waiters[task_id] = future
+    async def _listen(self) -> None:
+        """Redis pub/sub wake-ups; on an outage retry slowly (the fallback poll covers it)."""
+        if self.services.aredis is None:
+            return
+        while True:
+            try:
+                async for reason in events.runner_wakeups(self.services.aredis):
+                    if reason == "webhook":
+                        self.webhooks.wake()
+                    else:
+                        self._wake.set()
+            except events.EventsUnavailable:
+                await asyncio.sleep(self.settings.worker_poll_s)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("wake-up listener failed; retrying")
+                await asyncio.sleep(self.settings.worker_poll_s)
+
+    async def _idle_wait(self) -> None:
+        """Sleep until woken, the next due time in the database, or the fallback poll."""
+        timeout = self.settings.worker_poll_s
         try:
-            deadline = asyncio.get_running_loop().time() + timeout_s
-            while True:
-                task = await asyncio.to_thread(self.services.store.get, task_id)
-                if task is None or task.status in TERMINAL:
-                    return task
-                remaining = deadline - asyncio.get_running_loop().time()
-                if remaining <= 0:
-                    return task
-                try:
-                    await asyncio.wait_for(asyncio.shield(future), min(remaining, 1.0))
-                except TimeoutError:
-                    pass
-        finally:
-            self._waiters.pop(task_id, None)
+            due = await asyncio.to_thread(self.services.store.next_due)
+        except Exception:
+            due = None
+        if due is not None:
+            until = (due - datetime.now(UTC)).total_seconds() + 0.05
+            # Floor: a due row another replica holds must not make this a busy loop.
+            timeout = max(0.5, min(timeout, until))
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout)
+        except TimeoutError:
+            pass
 
     # --- the loop ---------------------------------------------------------------
 
-    async def _loop(self) -> None:
+    async def _claim_loop(self) -> None:
         store = self.services.store
-        polls = 0
         while True:
+            await self._slots.acquire()
             try:
-                await self._slots.acquire()
-                # Clear before looking: a submission that lands during the claim query
-                # sets the event again, so its wake-up is never lost.
+                # Clear before looking: a wake-up that lands during the claim query
+                # sets the event again, so it is never lost.
                 self._wake.clear()
+                reaped: list[str] = []
                 task = await asyncio.to_thread(
-                    store.claim_next, self.worker_id, self.settings.task_lease_s
+                    store.claim_next, self.worker_id, self.settings.task_lease_s, reaped
                 )
-                if task is None:
-                    self._slots.release()
-                    polls += 1
-                    if polls % 20 == 1:
-                        metrics.set_queued_tasks(await asyncio.to_thread(store.count_queued))
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.settings.worker_poll_s)
-                    except TimeoutError:
-                        pass
-                    continue
-                job = asyncio.get_running_loop().create_task(self._run(task))
-                self._running.add(job)
-                job.add_done_callback(self._running.discard)
+                for task_id in reaped:  # ended by lease expiry: announce like any end
+                    await self._announce_id(task_id)
             except asyncio.CancelledError:
+                self._slots.release()
                 raise
             except Exception:  # the database blipped: keep the loop alive
                 logger.exception("task loop error; retrying")
                 self._slots.release()
                 await asyncio.sleep(1)
+                continue
+            if task is None:
+                self._slots.release()
+                await self._idle_wait()
+                continue
+            job = asyncio.get_running_loop().create_task(self._run(task))
+            self._jobs[task.id] = job
+
+    async def _housekeeping(self) -> None:
+        """Queue-depth metric, the webhook sweep, and the retention purge."""
+        last_purge = 0.0
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                store = self.services.store
+                metrics.set_queued_tasks(await asyncio.to_thread(store.count_queued))
+                for task in await asyncio.to_thread(store.unscheduled_webhooks):
+                    await announce_terminal(self.services, task)
+                if loop.time() - last_purge >= self.settings.purge_interval_s:
+                    last_purge = loop.time()
+                    await self.purge()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception("task housekeeping failed")
+            await asyncio.sleep(max(self.settings.worker_poll_s, 30.0))
+
+    async def purge(self) -> int:
+        """Delete tasks past their retention, with their audio and cached results."""
+        store = self.services.store
+        expired = await asyncio.to_thread(store.purge_expired, self.settings.retention_days)
+        if not expired:
+            return 0
+        models = None
+        try:
+            models = await self.models.ids()
+        except Exception:
+            logger.warning("models unavailable; cached results expire by their TTL")
+        for task in expired:
+            await asyncio.to_thread(self._forget, task, models)
+        logger.info("purged %d task(s) past retention", len(expired))
+        return len(expired)
+
+    def _forget(self, task: Task, models: dict[str, str] | None) -> None:
+        """Remove a deleted task's audio (unless another task uses it) and cached result."""
+        services = self.services
+        if (
+            task.audio_uri
+            and task.audio_sha256
+            and not services.store.audio_in_use(task.audio_sha256)
+        ):
+            services.blobs.delete(task.audio_uri)
+        if services.cache is not None and models and task.audio_sha256:
+            services.cache.delete(
+                task.audio_sha256,
+                models,
+                ProcessingOptions.of(task).stored(),
+                tenant=task.tenant_id,
+            )
+
+    async def _announce_id(self, task_id: str) -> None:
+        task = await asyncio.to_thread(self.services.store.get, task_id)
+        if task is not None:
+            await announce_terminal(self.services, task)
+
+    # --- one task ------------------------------------------------------------------
 
     async def _run(self, task: Task) -> None:
-        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(task.id))
+        work = asyncio.current_task()
+        assert work is not None
+        heartbeat = asyncio.get_running_loop().create_task(self._heartbeat(task.id, work))
         try:
             await self._process(task)
+        except asyncio.CancelledError:
+            lost = self._lost.get(task.id)
+            if lost is None:
+                raise  # shutdown: stop() releases the lease
+            if isinstance(lost, TaskCancelled):
+                await self._announce_id(task.id)
+            logger.info("task %s stopped here: %s", task.id, type(lost).__name__)
         finally:
             heartbeat.cancel()
+            self._lost.pop(task.id, None)
+            self._jobs.pop(task.id, None)
             self._slots.release()
-            waiter = self._waiters.get(task.id)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(True)
 
-    async def _heartbeat(self, task_id: str) -> None:
+    async def _heartbeat(self, task_id: str, work: asyncio.Task) -> None:
+        """Renew the lease; when it is lost (or the task was cancelled or deleted),
+        cancel the work so the task never runs twice at once."""
         interval = self.settings.task_lease_s / 3
         while True:
             await asyncio.sleep(interval)
@@ -157,32 +266,31 @@ class TaskWorker:
                     self.worker_id,
                     self.settings.task_lease_s,
                 )
+            except (LeaseLost, TaskCancelled, TaskNotFound) as exc:
+                self._lost[task_id] = exc
+                work.cancel()
+                return
             except TaskStoreError:
                 return
             except Exception:
                 logger.warning("lease renewal failed for %s", task_id, exc_info=True)
 
-    async def publish(self, task_id: str, event: dict[str, Any]) -> None:
-        if self.services.aredis is not None:
-            await events.apublish(self.services.aredis, task_id, event)
-
-    # --- one task ------------------------------------------------------------------
-
     async def _process(self, task: Task) -> None:
         store = self.services.store
         wid = self.worker_id
-        opts = task_options(task)
+        opts = ProcessingOptions.of(task)
         try:
-            await self.publish(
+            await publish(
+                self.services,
                 task.id,
-                {
-                    "status": "transcribing",
-                    "attempt": task.attempts,
-                    "progress": {"transcribed_s": 0.0, "total_s": task.duration_s},
-                },
+                task_event(
+                    task,
+                    attempt=task.attempts,
+                    progress={"transcribed_s": 0.0, "total_s": task.duration_s},
+                ),
             )
-            models = await self.models()
-            cached = await asyncio.to_thread(self._cache_get, task.audio_sha256, models, opts)
+            models = await self.models.ids()
+            cached = await asyncio.to_thread(self._cache_get, task, models, opts)
             if cached is not None:
                 final = await asyncio.to_thread(store.succeed, task.id, wid, cached, cached=True)
                 metrics.record_cache(True)
@@ -192,26 +300,28 @@ class TaskWorker:
 
                 async def on_stage(stage: str) -> None:
                     if stage == "summarizing":
-                        await asyncio.to_thread(
+                        current = await asyncio.to_thread(
                             store.transition, task.id, wid, TaskStatus.SUMMARIZING
                         )
-                        await self.publish(
+                        await publish(
+                            self.services,
                             task.id,
-                            {
-                                "status": "summarizing",
-                                "progress": {
+                            task_event(
+                                current,
+                                progress={
                                     "transcribed_s": task.duration_s,
                                     "total_s": task.duration_s,
                                 },
-                            },
+                            ),
                         )
 
                 result = await self.pipeline.run(
                     audio,
-                    language=opts.get("language"),
-                    instruction=opts.get("instruction"),
+                    language=opts.language,
+                    instruction=opts.instruction,
                     on_stage=on_stage,
                     task_id=task.id,
+                    diarize=opts.diarize_options(),
                 )
                 # Token ids are for verbose_json clients, not worth storing with every task.
                 payload = result.model_dump(
@@ -220,14 +330,14 @@ class TaskWorker:
                 final = await asyncio.to_thread(
                     store.succeed, task.id, wid, payload, duration_s=result.transcript.duration_s
                 )
-                await asyncio.to_thread(self._cache_set, task.audio_sha256, models, opts, payload)
-            await self._finish(final)
+                await asyncio.to_thread(self._cache_set, task, models, opts, payload)
+            await announce_terminal(self.services, final)
         except AudioError as exc:
             await self._fail(task, exc.code, exc.message, retryable=False)
         except TaskStoreError as exc:  # lease lost, cancelled or deleted meanwhile
             current = await asyncio.to_thread(store.get, task.id)
-            if current is not None and current.status in TERMINAL:
-                await self._finish(current)
+            if current is not None and current.is_terminal:
+                await announce_terminal(self.services, current)
             logger.info("task %s left this worker: %s", task.id, type(exc).__name__)
         except (RayError, TimeoutError, ConnectionError, OSError) as exc:
             # A replica died, backpressure, a network blip: try again later.
@@ -240,14 +350,22 @@ class TaskWorker:
                 task, "internal_error", f"{type(exc).__name__}: {exc}"[:500], retryable=True
             )
 
-    def _cache_get(self, sha: str | None, models: dict, opts: dict) -> dict | None:
-        if self.services.cache is None or not sha:
+    def _cache_get(
+        self, task: Task, models: dict[str, str], opts: ProcessingOptions
+    ) -> dict | None:
+        if self.services.cache is None or not task.audio_sha256:
             return None
-        return self.services.cache.get(sha, models, opts)
+        return self.services.cache.get(
+            task.audio_sha256, models, opts.stored(), tenant=task.tenant_id
+        )
 
-    def _cache_set(self, sha: str | None, models: dict, opts: dict, payload: dict) -> None:
-        if self.services.cache is not None and sha:
-            self.services.cache.set(sha, models, opts, payload)
+    def _cache_set(
+        self, task: Task, models: dict[str, str], opts: ProcessingOptions, payload: dict
+    ) -> None:
+        if self.services.cache is not None and task.audio_sha256:
+            self.services.cache.set(
+                task.audio_sha256, models, opts.stored(), payload, tenant=task.tenant_id
+            )
 
     async def _fail(self, task: Task, code: str, message: str, retryable: bool) -> None:
         try:
@@ -261,53 +379,12 @@ class TaskWorker:
             )
         except TaskStoreError:
             final = await asyncio.to_thread(self.services.store.get, task.id)
-        if final is not None and final.status in TERMINAL:
-            await self._finish(final)
+        if final is not None and final.is_terminal:
+            await announce_terminal(self.services, final)
         elif final is not None:
-            await self.publish(
-                task.id,
-                {
-                    "status": final.status,
-                    "retrying": True,
-                    "error": {"code": code, "message": message},
-                },
-            )
-
-    async def _finish(self, task: Task) -> None:
-        """Terminal bookkeeping: event, metric, webhook."""
-        metrics.record_task_final(task.status)
-        event: dict[str, Any] = {"status": task.status, "cached": bool(task.cached)}
-        if task.status == TaskStatus.SUCCEEDED.value and task.result:
-            event["summary"] = task.result.get("summary")
-        if task.error_code:
-            event["error"] = {"code": task.error_code, "message": task.error_message}
-        await self.publish(task.id, event)
-        if task.webhook_url:
-            asyncio.get_running_loop().create_task(self._send_webhook(task))
-
-    async def _send_webhook(self, task: Task) -> None:
-        from app.tasks.views import task_view
-        from app.storage.sql import keys
-
-        tenant = await asyncio.to_thread(keys.get_tenant, self.services.engine, task.tenant_id)
-        if tenant is None:
-            return
-        payload = {"type": f"task.{task.status}", "data": task_view(task).model_dump(mode="json")}
-        attempts = await deliver(
-            task.webhook_url,
-            payload,
-            tenant.webhook_secret,
-            max_attempts=self.settings.webhook_max_attempts,
-            backoff_s=self.settings.webhook_backoff_s,
-            msg_id=f"msg_{task.id}",
-            allow=self.settings.url_allow,
-        )
-        ok = any(a.ok for a in attempts) if attempts else False
-        if not ok:
-            metrics.record_webhook_failure()
-        await asyncio.to_thread(
-            self.services.store.record_webhook, task.id, [a.to_dict() for a in attempts], ok
-        )
+            event: dict[str, Any] = {"retrying": True, "error": {"code": code, "message": message}}
+            await publish(self.services, task.id, {"status": final.status, **event})
+            self._wake.set()  # re-check the due time of the backoff
 
 
-OnStage = Callable[[str], Awaitable[None]]
+__all__ = ["TaskWorker"]

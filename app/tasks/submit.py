@@ -1,8 +1,13 @@
-"""Accepting audio as a task: auth'd caller → rate limit → idempotency → audio → row.
+"""Accepting audio as a task: idempotency → blob → cache or row → wake the runners.
 
-Every check that can refuse the request runs before the task row is written,
-so a 4xx never leaves a half-made task; once the row is committed the answer
-is 202 and the task will end in a terminal state.
+The API layer has already authenticated, rate-limited, read and measured the
+audio; everything here that can refuse raises :class:`SubmissionError` (a kind,
+a code and a message; ``app/api`` maps kinds to HTTP) before the task row is
+written, so a refusal never leaves a half-made task. Once the row is committed
+the answer is 202 and the task will end in a terminal state.
+
+Idempotency holds with or without Redis: Redis answers fast (and sees requests
+still in flight); the database's unique ``(tenant, key)`` index is the last word.
 """
 
 from __future__ import annotations
@@ -10,231 +15,204 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
-from typing import Any
-
-from fastapi import Request, Response
-from pydantic import BaseModel, Field, HttpUrl, ValidationError
+from enum import StrEnum
 
 from app.core import metrics
-from app.api.deps import services_of, worker_of
-from app.api.uploads import check_audio, read_upload
-from app.api.auth import Principal
-from app.storage.sql.models import Task, TaskSource
-from app.api.errors import APIError
 from app.core.logs import get_logger, log_context
-from app.storage.redis.idempotency import MalformedIdempotencyKey, Outcome, fingerprint, validate_key
+from app.net.url_guard import URLFetchError, check_url
 from app.storage.clients import Services
-from app.net.url_guard import URLFetchError, check_url, fetch_audio
+from app.storage.redis.idempotency import (
+    MalformedIdempotencyKey,
+    Outcome,
+    fingerprint,
+    validate_key,
+)
+from app.storage.sql.models import Task, TaskSource, TaskStatus
+from app.storage.sql.tasks import DuplicateIdempotencyKey
+from app.tasks.announce import announce_terminal, wake_runners
+from app.tasks.model_ids import ModelRegistry
+from app.tasks.options import TaskOptions
 
 log = get_logger()
 
 
-class TaskOptions(BaseModel):
-    """Options for POST /v1/tasks (form fields with a file, or a JSON body with audio_url)."""
+class Refusal(StrEnum):
+    """Why a submission was refused; ``app/api`` turns each into an HTTP status."""
 
-    # A plain string: the SSRF guard (app/net/url_guard.py) gives scheme/address errors their own codes.
-    audio_url: str | None = Field(
-        None, max_length=2048, description="http(s) URL to fetch the audio from."
-    )
-    language: str | None = Field(None, min_length=2, max_length=8, pattern=r"^[a-zA-Z-]+$")
-    webhook_url: HttpUrl | None = Field(None, description="Receives the task when it ends.")
-    instruction: str | None = Field(
-        None, max_length=2000, description="Extra summary instruction, e.g. 'focus on decisions'."
-    )
+    BAD_REQUEST = "bad_request"  # malformed header (400)
+    INVALID = "invalid"  # a field or the key's reuse is wrong (422)
+    IN_FLIGHT = "in_flight"  # the same key is still being handled (409)
 
-    def task_options(self) -> dict[str, Any]:
-        return {
-            k: v
-            for k, v in {"language": self.language, "instruction": self.instruction}.items()
-            if v
-        }
+
+class SubmissionError(Exception):
+    def __init__(self, kind: Refusal, code: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.message = message
 
 
 @dataclass
 class Submission:
     task: Task
     replayed: bool = False
+    #: Runners that heard the wake-up (0: Redis is down or unset; wake them another way).
+    woken: int = -1
 
 
-def rate_limit(services: Services, principal: Principal, response: Response | None) -> None:
-    if services.limiter is None:
+def check_idempotency_key(key: str | None) -> str | None:
+    """Validate the header before any work (raises :class:`SubmissionError`)."""
+    if key is None:
+        return None
+    try:
+        return validate_key(key)
+    except MalformedIdempotencyKey as exc:
+        raise SubmissionError(Refusal.BAD_REQUEST, "invalid_idempotency_key", str(exc)) from None
+
+
+def check_webhook_url(options: TaskOptions, services: Services) -> None:
+    """Refuse an internal or malformed webhook_url now, not silently at delivery."""
+    if options.webhook_url is None:
         return
-    who = principal.key_id or f"tenant:{principal.tenant_id}"
-    settings = services.settings
-    decision = services.limiter.allow(
-        f"submit:{who}", settings.rate_limit_per_s, settings.rate_limit_burst
-    )
-    headers = decision.headers()
-    if not decision.allowed:
-        metrics.record_rate_limited()
-        raise APIError(
-            429,
-            "rate_limited",
-            f"too many submissions; retry in {headers.get('Retry-After', '1')} s",
-            headers=headers,
-        )
-    if response is not None:
-        response.headers.update(headers)
-
-
-async def parse_task_request(request: Request) -> tuple[TaskOptions, Any]:
-    """Multipart (file + form fields) or JSON (audio_url + options)."""
-    ctype = request.headers.get("content-type", "")
     try:
-        if ctype.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
-            form = await request.form()
-            fields = {k: v for k, v in form.items() if k != "file" and isinstance(v, str) and v}
-            options = TaskOptions.model_validate(fields)
-            file = form.get("file")
-            if file is not None and isinstance(file, str):
-                raise APIError(422, "missing_file", "the field 'file' must be a file upload")
-            if file is None and options.audio_url is None:
-                raise APIError(
-                    422, "missing_file", "send a multipart 'file' or a JSON body with 'audio_url'"
-                )
-            return options, file
-        if ctype.startswith("application/json"):
-            try:
-                body = await request.json()
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise APIError(400, "invalid_json", "the request body is not valid JSON") from None
-            if not isinstance(body, dict):
-                raise APIError(422, "invalid_request", "the JSON body must be an object")
-            options = TaskOptions.model_validate(body)
-            if options.audio_url is None:
-                raise APIError(422, "missing_audio_url", "the JSON body needs 'audio_url'")
-            return options, None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or "request"
-        raise APIError(
-            422, "invalid_request", f"{field}: {first.get('msg')}", extra={"field": field}
-        ) from None
-    raise APIError(
-        415,
-        "unsupported_content_type",
-        "use multipart/form-data with a 'file', or application/json with 'audio_url'",
-    )
-
-
-async def load_audio(request_file, options: TaskOptions, services: Services) -> bytes:
-    settings = services.settings
-    if request_file is not None:
-        return await read_upload(request_file, settings)
-    url = str(options.audio_url)
-    try:
-        check_url(url, settings.url_allow)
-        data = await fetch_audio(
-            url,
-            max_bytes=int(settings.max_upload_mb * 1024 * 1024),
-            timeout_s=settings.url_fetch_timeout_s,
-            allow=settings.url_allow,
-        )
+        check_url(str(options.webhook_url), services.settings.url_allow)
     except URLFetchError as exc:
-        raise exc.to_api_error() from None
-    if not data:
-        raise APIError(422, "empty_file", "the audio_url returned an empty body")
-    return data
+        raise SubmissionError(
+            Refusal.INVALID, f"webhook_{exc.code}", f"webhook_url: {exc.message}"
+        ) from None
+
+
+def _replay(task: Task, fp: str) -> Submission:
+    if task.idempotency_fingerprint and task.idempotency_fingerprint != fp:
+        raise SubmissionError(
+            Refusal.INVALID,
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        )
+    return Submission(task, replayed=True)
 
 
 async def submit(
-    request: Request,
-    principal: Principal,
-    options: TaskOptions,
-    request_file,
+    services: Services,
+    models: ModelRegistry,
     *,
+    tenant_id: str,
+    options: TaskOptions,
+    audio: bytes,
+    duration_s: float | None,
+    filename: str | None,
+    idempotency_key: str | None,
     source: TaskSource,
-    max_minutes: float,
 ) -> Submission:
-    """Validate, store the audio, create the task (or replay / serve from cache), and
-    hand it to this replica's worker."""
-    services = services_of(request)
-    worker = worker_of(request)
-    models = await worker.models()
+    """Store the audio, create the task (or replay it / answer from the cache), and wake
+    the runners. Raises :class:`SubmissionError`."""
+    idem_key = check_idempotency_key(idempotency_key)
+    check_webhook_url(options, services)
+    ids = await models.ids()
     store = services.store
-    idem_key = request.headers.get("idempotency-key")
-    if idem_key is not None:
-        try:
-            validate_key(idem_key)
-        except MalformedIdempotencyKey as exc:
-            raise APIError(400, "invalid_idempotency_key", str(exc)) from None
-
-    data = await load_audio(request_file, options, services)
-    duration = check_audio(data, max_minutes)
-    sha, uri = await asyncio.to_thread(services.blobs.put, data)
-    task_opts = options.task_options()
-    filename = getattr(request_file, "filename", None)
+    sha, uri = await asyncio.to_thread(services.blobs.put, audio)
+    task_opts = options.stored()
+    webhook = str(options.webhook_url) if options.webhook_url else None
+    fp = fingerprint(source.value, sha, json.dumps(task_opts, sort_keys=True), webhook or "")
 
     token = None
-    if idem_key is not None and services.idempotency is not None:
-        fp = fingerprint(
-            source.value, sha, json.dumps(task_opts, sort_keys=True), str(options.webhook_url or "")
-        )
-        begun = await asyncio.to_thread(
-            services.idempotency.begin, principal.tenant_id, idem_key, fp
-        )
-        if begun.outcome == Outcome.REPLAY and begun.task_id:
-            task = await asyncio.to_thread(store.get, begun.task_id, principal.tenant_id)
-            if task is not None:
-                await worker.dispatch(task, replayed=True)
-                return Submission(task, replayed=True)
-        elif begun.outcome == Outcome.MISMATCH:
-            raise APIError(
-                422,
+    if idem_key is not None:
+        if services.idempotency is not None:
+            begun = await asyncio.to_thread(services.idempotency.begin, tenant_id, idem_key, fp)
+        else:
+            begun = None
+        if begun is not None and begun.outcome == Outcome.MISMATCH:
+            raise SubmissionError(
+                Refusal.INVALID,
                 "idempotency_key_reused",
                 "this Idempotency-Key was used with a different request",
             )
-        elif begun.outcome == Outcome.IN_FLIGHT:
-            raise APIError(
-                409,
+        if begun is not None and begun.outcome == Outcome.IN_FLIGHT:
+            raise SubmissionError(
+                Refusal.IN_FLIGHT,
                 "idempotency_key_in_flight",
                 "a request with this Idempotency-Key is still being processed",
-                headers={"Retry-After": "1"},
             )
-        token = begun.token
+        if begun is not None and begun.outcome == Outcome.REPLAY and begun.task_id:
+            task = await asyncio.to_thread(store.get, begun.task_id, tenant_id)
+            if task is not None:
+                return Submission(task, replayed=True)
+        if begun is None or begun.degraded or begun.outcome == Outcome.REPLAY:
+            # Redis is unavailable (or forgot): the database is the durable record.
+            since = store.clock() - store.idempotency_ttl
+            found = await asyncio.to_thread(
+                store.find_by_idempotency_key, tenant_id, idem_key, since=since
+            )
+            if found is not None:
+                return _replay(found, fp)
+        token = begun.token if begun is not None else None
 
     try:
         common = dict(
-            tenant_id=principal.tenant_id,
+            tenant_id=tenant_id,
             audio_sha256=sha,
             audio_uri=uri,
             audio_filename=filename,
-            audio_url=str(options.audio_url) if options.audio_url else None,
-            duration_s=duration,
+            audio_url=options.audio_url,
+            duration_s=duration_s,
             options=task_opts,
-            webhook_url=str(options.webhook_url) if options.webhook_url else None,
+            webhook_url=webhook,
             idempotency_key=idem_key,
+            idempotency_fingerprint=fp if idem_key else None,
             source=source,
         )
         cached = None
         if services.cache is not None:
-            cached = await asyncio.to_thread(services.cache.get, sha, models, task_opts)
+            cached = await asyncio.to_thread(
+                lambda: services.cache.get(sha, ids, task_opts, tenant=tenant_id)
+            )
         metrics.record_cache(cached is not None)
-        if cached is not None:
-            task = await asyncio.to_thread(
-                lambda: store.create_finished(result=cached, cached=True, **common)
-            )
-        else:
-            task = await asyncio.to_thread(
-                lambda: store.create(max_attempts=services.settings.task_max_attempts, **common)
-            )
+        try:
+            if cached is not None:
+                task = await asyncio.to_thread(
+                    lambda: store.create_finished(result=cached, cached=True, **common)
+                )
+            else:
+                task = await asyncio.to_thread(
+                    lambda: store.create(max_attempts=services.settings.task_max_attempts, **common)
+                )
+        except DuplicateIdempotencyKey as dup:
+            # A concurrent request (another replica, or Redis down) won the key.
+            if dup.existing is None:
+                raise SubmissionError(
+                    Refusal.IN_FLIGHT,
+                    "idempotency_key_in_flight",
+                    "a request with this Idempotency-Key is still being processed",
+                ) from None
+            return _replay(dup.existing, fp)
     except BaseException:
         if token is not None:
-            await asyncio.to_thread(
-                services.idempotency.abandon, principal.tenant_id, idem_key, token=token
-            )
+            await asyncio.to_thread(services.idempotency.abandon, tenant_id, idem_key, token=token)
         raise
     if token is not None:
         await asyncio.to_thread(
-            services.idempotency.complete, principal.tenant_id, idem_key, task.id, token=token
+            services.idempotency.complete, tenant_id, idem_key, task.id, token=token
         )
     with log_context(task_id=task.id):
         log.info(
             "accepted %s task (%s, %.1fs of audio, status %s)",
             source.value,
             filename or options.audio_url,
-            duration or 0.0,
+            duration_s or 0.0,
             task.status,
         )
-    await worker.dispatch(task, replayed=False)
+    if task.status == TaskStatus.QUEUED:
+        return Submission(task, woken=await wake_runners(services, "queued"))
+    # Born finished (a cache hit): its event, metric and webhook like any other end.
+    await announce_terminal(services, task)
     return Submission(task)
+
+
+__all__ = [
+    "Refusal",
+    "Submission",
+    "SubmissionError",
+    "check_idempotency_key",
+    "check_webhook_url",
+    "submit",
+]

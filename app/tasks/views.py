@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.storage.sql.models import Task
 from app.core.schemas import SummarizeResult
+from app.storage.sql.models import Task
 
 
 class TaskError(BaseModel):

@@ -129,16 +129,21 @@ def encode_payload(payload: Mapping[str, Any] | bytes | str) -> bytes:
 
 # --- delivery ----------------------------------------------------------------------
 
+#: Most bytes read from a receiver's reply; the rest is never read.
+MAX_RESPONSE_BYTES = 64 * 1024
+
 
 @dataclass(frozen=True)
 class Attempt:
-    """One delivery attempt, as stored in ``Task.webhook_attempts``."""
+    """One delivery attempt, as stored in ``Task.webhook_attempts`` and the outbox row."""
 
     attempt: int
     at: datetime
     status_code: int | None
     error: str | None
     duration_ms: float
+    retryable: bool = False
+    retry_after_s: float | None = None
 
     @property
     def ok(self) -> bool:
@@ -160,6 +165,117 @@ def _retry_after(response: httpx.Response) -> float | None:
     return float(value) if value.isdigit() else None
 
 
+def _client(allow: AllowList | Iterable[str] | None, guard: bool, timeout_s: float):
+    if guard:
+        return guarded_client(allow, timeout_s=timeout_s)
+    return httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False)
+
+
+def _refusal(url: str, allow: AllowList | Iterable[str] | None, guard: bool) -> str | None:
+    try:
+        if guard:
+            check_url(url, allow)
+        elif httpx.URL(url).scheme not in ("http", "https"):
+            raise URLFetchError("invalid_url_scheme", "only http and https webhook URLs")
+    except URLFetchError as exc:
+        return f"{exc.code}: {exc.message}"
+    return None
+
+
+async def _post_once(
+    client: httpx.AsyncClient,
+    n: int,
+    url: str,
+    body: bytes,
+    secret: str,
+    message_id: str,
+    *,
+    timeout_s: float,
+    max_response_bytes: int,
+) -> Attempt:
+    """One POST under a total deadline, reading at most ``max_response_bytes`` of the reply
+    (a receiver cannot hold the sender or stream an unbounded body into it)."""
+    started = time.monotonic()
+    at = datetime.now(UTC)
+    status: int | None = None
+    error: str | None = None
+    retryable = False
+    wait_hint: float | None = None
+
+    async def post() -> None:
+        nonlocal status, error, retryable, wait_hint
+        request = client.build_request(
+            "POST", url, content=body, headers=build_headers(secret, message_id, body)
+        )
+        response = await client.send(request, stream=True)
+        try:
+            status = response.status_code
+            retryable = status >= 500 or status in RETRYABLE_STATUS
+            if not 200 <= status < 300:
+                error = f"HTTP {status}"
+                wait_hint = _retry_after(response)
+            read = 0
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read >= max_response_bytes:
+                    break  # enough: the status is all we need
+        finally:
+            await response.aclose()
+
+    try:
+        await asyncio.wait_for(post(), timeout_s)
+    except URLFetchError as exc:
+        error = f"{exc.code}: {exc.message}"
+    except (httpx.TimeoutException, TimeoutError) as exc:
+        if status is None:
+            error = f"timeout: {type(exc).__name__}"
+            retryable = True
+    except httpx.HTTPError as exc:
+        if status is None:
+            error = f"{type(exc).__name__}: {exc}"
+            retryable = True
+    return Attempt(
+        n,
+        at,
+        status,
+        error,
+        round((time.monotonic() - started) * 1000, 1),
+        retryable=retryable,
+        retry_after_s=wait_hint,
+    )
+
+
+async def send_once(
+    url: str,
+    payload: Mapping[str, Any] | bytes | str,
+    secret: str,
+    *,
+    msg_id: str,
+    attempt: int = 1,
+    timeout_s: float = 10.0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
+    allow: AllowList | Iterable[str] | None = None,
+    guard: bool = True,
+) -> Attempt:
+    """One signed delivery attempt (the durable outbox calls this and keeps the retries)."""
+    _key(secret)
+    body = encode_payload(payload)
+    refused = _refusal(url, allow, guard)
+    if refused is not None:
+        return Attempt(attempt, datetime.now(UTC), None, refused, 0.0)
+    async with _client(allow, guard, timeout_s) as client:
+        return await _post_once(
+            client,
+            attempt,
+            url,
+            body,
+            secret,
+            msg_id,
+            timeout_s=timeout_s,
+            max_response_bytes=max_response_bytes,
+        )
+
+
 async def deliver(
     url: str,
     payload: Mapping[str, Any] | bytes | str,
@@ -169,88 +285,65 @@ async def deliver(
     backoff_s: float = 1.0,
     backoff_max_s: float = 60.0,
     timeout_s: float = 10.0,
+    max_response_bytes: int = MAX_RESPONSE_BYTES,
     msg_id: str | None = None,
     allow: AllowList | Iterable[str] | None = None,
     guard: bool = True,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> list[Attempt]:
-    """POST ``payload`` to ``url`` signed with ``secret``; returns every attempt made.
+    """POST ``payload`` to ``url`` signed with ``secret``, retrying in memory; returns
+    every attempt made.
 
     The last attempt is ``ok`` iff the webhook was delivered. Never raises for
     delivery problems (they are in the attempts); raises ``ValueError`` for a
     malformed secret. Backoff before attempt n+1: ``backoff_s * 2**(n-1)``,
     capped at ``backoff_max_s``, or the receiver's ``Retry-After`` if longer.
+    Each attempt has a total deadline of ``timeout_s`` and reads at most
+    ``max_response_bytes`` of the reply. Tasks use the durable outbox
+    (:mod:`app.tasks.outbox`) instead, which survives restarts.
     """
     if max_attempts < 1:
         raise ValueError("max_attempts must be >= 1")
     _key(secret)  # fail fast on a bad secret
     body = encode_payload(payload)
     message_id = msg_id or f"msg_{uuid.uuid4().hex}"
+    refused = _refusal(url, allow, guard)
+    if refused is not None:
+        return [Attempt(1, datetime.now(UTC), None, refused, 0.0)]
     attempts: list[Attempt] = []
-    try:
-        if guard:
-            check_url(url, allow)
-        elif httpx.URL(url).scheme not in ("http", "https"):
-            raise URLFetchError("invalid_url_scheme", "only http and https webhook URLs")
-    except URLFetchError as exc:
-        return [Attempt(1, datetime.now(UTC), None, f"{exc.code}: {exc.message}", 0.0)]
-    client = (
-        guarded_client(allow, timeout_s=timeout_s)
-        if guard
-        else httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False)
-    )
-    async with client:
+    async with _client(allow, guard, timeout_s) as client:
         for n in range(1, max_attempts + 1):
-            started = time.monotonic()
-            at = datetime.now(UTC)
-            status: int | None = None
-            error: str | None = None
-            retryable = False
-            wait_hint: float | None = None
-            try:
-                response = await client.post(
-                    url, content=body, headers=build_headers(secret, message_id, body)
-                )
-                status = response.status_code
-                retryable = status >= 500 or status in RETRYABLE_STATUS
-                if not 200 <= status < 300:
-                    error = f"HTTP {status}"
-                    wait_hint = _retry_after(response)
-            except URLFetchError as exc:
-                error = f"{exc.code}: {exc.message}"
-            except httpx.TimeoutException as exc:
-                error = f"timeout: {type(exc).__name__}"
-                retryable = True
-            except httpx.HTTPError as exc:
-                error = f"{type(exc).__name__}: {exc}"
-                retryable = True
-            attempts.append(
-                Attempt(n, at, status, error, round((time.monotonic() - started) * 1000, 1))
+            result = await _post_once(
+                client,
+                n,
+                url,
+                body,
+                secret,
+                message_id,
+                timeout_s=timeout_s,
+                max_response_bytes=max_response_bytes,
             )
-            if attempts[-1].ok or not retryable or n == max_attempts:
+            attempts.append(result)
+            if result.ok or not result.retryable or n == max_attempts:
                 break
             delay = min(backoff_s * 2 ** (n - 1), backoff_max_s)
-            if wait_hint is not None:
-                delay = min(max(delay, wait_hint), backoff_max_s)
+            if result.retry_after_s is not None:
+                delay = min(max(delay, result.retry_after_s), backoff_max_s)
             await sleep(delay)
     return attempts
 
 
-def deliver_sync(*args: Any, **kwargs: Any) -> list[Attempt]:
-    """:func:`deliver` for code without an event loop."""
-    return asyncio.run(deliver(*args, **kwargs))
-
-
 __all__ = [
+    "MAX_RESPONSE_BYTES",
     "SECRET_PREFIX",
     "Attempt",
     "WebhookVerificationError",
     "build_headers",
     "deliver",
-    "deliver_sync",
     "delivered",
     "encode_payload",
     "generate_secret",
+    "send_once",
     "sign",
     "verify",
 ]

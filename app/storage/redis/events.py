@@ -19,9 +19,12 @@ import redis.asyncio
 
 from app.storage.redis import as_str
 from app.storage.redis.degrade import REDIS_ERRORS, Guard, report_degraded
+from app.storage.sql.models import TERMINAL_STATUSES
 
 CHANNEL_PREFIX = "aipp:task-events:"
-_TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+#: Runner wake-ups: "a task was queued" / "a webhook is due". Payload-free hints;
+#: the database stays the queue, so a missed message costs one fallback poll.
+WAKE_CHANNEL = "aipp:task-runner:wake"
 
 _default_guard = Guard("events")
 
@@ -85,9 +88,65 @@ async def subscribe(
             yield event
 
 
+async def notify_runners(
+    client: redis.asyncio.Redis, reason: str = "queued", *, guard: Guard | None = None
+) -> int:
+    """Wake every TaskRunner replica; returns how many listened (0 when Redis is down)."""
+    g = guard or _default_guard
+
+    async def run() -> int:
+        return int(await client.publish(WAKE_CHANNEL, reason))
+
+    return await g.acall(run, lambda: 0)
+
+
+async def runner_wakeups(client: redis.asyncio.Redis, poll_s: float = 30.0) -> AsyncIterator[str]:
+    """Yield each wake-up reason published with :func:`notify_runners`.
+
+    Blocks in Redis (no busy loop); raises :class:`EventsUnavailable` when Redis goes away.
+    """
+    pubsub = client.pubsub()
+    try:
+        try:
+            await pubsub.subscribe(WAKE_CHANNEL)
+        except REDIS_ERRORS as exc:
+            report_degraded("events", exc)
+            raise EventsUnavailable(str(exc)) from exc
+        while True:
+            try:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=poll_s)
+            except REDIS_ERRORS as exc:
+                report_degraded("events", exc)
+                raise EventsUnavailable(str(exc)) from exc
+            if message is not None and message.get("type") == "message":
+                yield as_str(message["data"]) or ""
+    finally:
+        try:
+            await pubsub.aclose()
+        except REDIS_ERRORS:
+            pass
+
+
 class _Subscription:
     def __init__(self, pubsub: redis.asyncio.client.PubSub) -> None:
         self._pubsub = pubsub
+
+    async def next_event(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next event, or ``None`` after ``timeout_s`` without one."""
+        try:
+            message = await self._pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=timeout_s
+            )
+        except REDIS_ERRORS as exc:
+            report_degraded("events", exc)
+            raise EventsUnavailable(str(exc)) from exc
+        if message is None or message.get("type") != "message":
+            return None
+        try:
+            event = json.loads(as_str(message["data"]) or "")
+        except ValueError:
+            return None
+        return event if isinstance(event, dict) else None
 
     async def events(
         self, *, stop_on_terminal: bool = True, poll_s: float = 1.0
@@ -109,7 +168,7 @@ class _Subscription:
             if not isinstance(event, dict):
                 continue
             yield event
-            if stop_on_terminal and event.get("status") in _TERMINAL:
+            if stop_on_terminal and event.get("status") in TERMINAL_STATUSES:
                 return
 
 
@@ -151,9 +210,12 @@ class subscription:  # noqa: N801 - used like a function: ``async with subscript
 
 __all__ = [
     "CHANNEL_PREFIX",
+    "WAKE_CHANNEL",
     "EventsUnavailable",
     "apublish",
     "channel",
+    "notify_runners",
+    "runner_wakeups",
     "publish",
     "subscribe",
     "subscription",

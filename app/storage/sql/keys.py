@@ -8,6 +8,7 @@ and a short ``prefix`` so people can tell keys apart in ``aipp keys list``.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import secrets
@@ -21,6 +22,8 @@ from app.storage.sql.engine import writer
 from app.storage.sql.models import ApiKey, Tenant, utcnow
 
 KEY_PREFIX = "aipp_"
+#: Webhook signing secrets look like Standard Webhooks' ``whsec_`` + base64 of 24 bytes.
+WEBHOOK_SECRET_PREFIX = "whsec_"
 #: Characters of the key kept in clear to identify it (``aipp_`` + 7).
 DISPLAY_PREFIX_LEN = 12
 
@@ -33,10 +36,9 @@ def generate_key() -> str:
     return KEY_PREFIX + secrets.token_urlsafe(32)
 
 
-def _new_webhook_secret() -> str:
-    from app.tasks.webhooks import generate_secret
-
-    return generate_secret()
+def new_webhook_secret(nbytes: int = 24) -> str:
+    """A new signing secret; stored here, so storage makes it (app.tasks.webhooks signs)."""
+    return WEBHOOK_SECRET_PREFIX + base64.b64encode(secrets.token_bytes(nbytes)).decode()
 
 
 def ensure_tenant(engine: Engine, name: str) -> Tenant:
@@ -50,7 +52,7 @@ def ensure_tenant(engine: Engine, name: str) -> Tenant:
             return tenant
     try:
         with Session(writer(engine), expire_on_commit=False) as session:
-            tenant = Tenant(name=name, webhook_secret=_new_webhook_secret())
+            tenant = Tenant(name=name, webhook_secret=new_webhook_secret())
             session.add(tenant)
             session.commit()
             return tenant
@@ -63,6 +65,23 @@ def ensure_tenant(engine: Engine, name: str) -> Tenant:
 def get_tenant(engine: Engine, tenant_id: str) -> Tenant | None:
     with Session(engine, expire_on_commit=False) as session:
         return session.get(Tenant, tenant_id)
+
+
+def find_tenant(engine: Engine, name: str) -> Tenant | None:
+    with Session(engine, expire_on_commit=False) as session:
+        return session.exec(select(Tenant).where(Tenant.name == name.strip())).first()
+
+
+def rotate_webhook_secret(engine: Engine, tenant_id: str) -> Tenant | None:
+    """Give the tenant a new signing secret (the old one stops verifying at once)."""
+    with Session(writer(engine), expire_on_commit=False) as session:
+        tenant = session.get(Tenant, tenant_id)
+        if tenant is None:
+            return None
+        tenant.webhook_secret = new_webhook_secret()
+        session.add(tenant)
+        session.commit()
+        return tenant
 
 
 def create_key(engine: Engine, tenant_name: str) -> tuple[str, ApiKey]:
@@ -142,9 +161,12 @@ __all__ = [
     "authenticate_key",
     "create_key",
     "ensure_tenant",
+    "find_tenant",
     "generate_key",
     "get_tenant",
     "hash_key",
     "list_keys",
+    "new_webhook_secret",
     "revoke_key",
+    "rotate_webhook_secret",
 ]

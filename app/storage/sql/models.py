@@ -114,8 +114,16 @@ class TaskStatus(StrEnum):
         return self in RUNNING_STATUSES
 
 
+#: The one terminal set. ``TaskStatus`` is a ``StrEnum``, so plain strings test
+#: membership too (``task.status in TERMINAL_STATUSES``).
 TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
 RUNNING_STATUSES = frozenset({TaskStatus.TRANSCRIBING, TaskStatus.SUMMARIZING})
+
+
+class WebhookState(StrEnum):
+    PENDING = "pending"  # waiting for its next attempt
+    DELIVERED = "delivered"  # a 2xx came back
+    FAILED = "failed"  # refused (4xx) or out of attempts
 
 
 class TaskSource(StrEnum):
@@ -137,6 +145,9 @@ class Tenant(SQLModel, table=True):
     # ``whsec_`` + base64 (Standard Webhooks); kept in clear because we sign with it.
     webhook_secret: str = Field(max_length=100)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    # Days finished tasks, their audio and cached results are kept; None = the
+    # service default (AIPP_RETENTION_DAYS).
+    retention_days: float | None = None
 
 
 class ApiKey(SQLModel, table=True):
@@ -165,7 +176,9 @@ class Task(SQLModel, table=True):
     __table_args__ = (
         sa.Index("ix_task_status_created_at", "status", "created_at"),
         sa.Index("ix_task_tenant_id_created_at", "tenant_id", "created_at"),
-        sa.Index("ix_task_tenant_id_idempotency_key", "tenant_id", "idempotency_key"),
+        # Unique: the idempotency contract holds in the database even without Redis.
+        sa.Index("ix_task_tenant_id_idempotency_key", "tenant_id", "idempotency_key", unique=True),
+        sa.Index("ix_task_finished_at", "finished_at"),
     )
 
     id: str = Field(default_factory=new_id, primary_key=True, max_length=26)
@@ -183,6 +196,8 @@ class Task(SQLModel, table=True):
     options: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
     webhook_url: str | None = Field(default=None, max_length=2048)
     idempotency_key: str | None = Field(default=None, max_length=255)
+    # What the key was used with (see app.storage.redis.idempotency.fingerprint).
+    idempotency_fingerprint: str | None = Field(default=None, max_length=64)
 
     # Scheduling.
     attempts: int = 0
@@ -220,6 +235,40 @@ class Task(SQLModel, table=True):
         return self.status_enum.terminal
 
 
+class WebhookDelivery(SQLModel, table=True):
+    """One webhook message (task id + terminal status) and its delivery attempts.
+
+    The outbox row is written when the task ends, so a restart or a downscale
+    loses nothing: any live runner replica claims due rows with a short lease
+    and retries them with backoff. ``(task_id, event)`` is unique, so each
+    terminal status is one message with one ``webhook-id`` however often it is
+    scheduled. No foreign key: the message outlives a deleted task.
+    """
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        sa.UniqueConstraint("task_id", "event", name="uq_webhook_delivery_task_id_event"),
+        sa.Index("ix_webhook_delivery_state_next_attempt_at", "state", "next_attempt_at"),
+    )
+
+    id: str = Field(default_factory=new_id, primary_key=True, max_length=26)
+    task_id: str = Field(max_length=26)
+    tenant_id: str = Field(max_length=26)
+    event: str = Field(max_length=32)  # e.g. "task.succeeded"
+    msg_id: str = Field(max_length=80)
+    url: str = Field(max_length=2048)
+    payload: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType)
+    state: str = Field(default=WebhookState.PENDING.value, max_length=16)
+    attempts: int = 0
+    max_attempts: int = 5
+    next_attempt_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    lease_owner: str | None = Field(default=None, max_length=200)
+    lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    history: list[dict[str, Any]] = Field(default_factory=list, sa_type=JSONType)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
 __all__ = [
     "RUNNING_STATUSES",
     "TERMINAL_STATUSES",
@@ -230,6 +279,8 @@ __all__ = [
     "TaskStatus",
     "Tenant",
     "UTCDateTime",
+    "WebhookDelivery",
+    "WebhookState",
     "new_id",
     "utcnow",
 ]

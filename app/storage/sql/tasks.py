@@ -43,6 +43,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from app.storage.sql import search
 from app.storage.sql.engine import is_sqlite, writer
 from app.storage.sql.models import (
     RUNNING_STATUSES,
@@ -50,6 +51,9 @@ from app.storage.sql.models import (
     Task,
     TaskSource,
     TaskStatus,
+    Tenant,
+    WebhookDelivery,
+    WebhookState,
     new_id,
     utcnow,
 )
@@ -79,8 +83,28 @@ _WORKER_FIELDS = frozenset(
         "cached",
     }
 )
+# Columns a submission may set on a new task.
+_INPUT_FIELDS = frozenset(
+    {
+        "task_id",
+        "audio_sha256",
+        "audio_uri",
+        "audio_filename",
+        "audio_url",
+        "duration_s",
+        "options",
+        "webhook_url",
+        "idempotency_key",
+        "idempotency_fingerprint",
+    }
+)
 _RUNNING = [s.value for s in RUNNING_STATUSES]
 _TERMINAL = [s.value for s in TERMINAL_STATUSES]
+
+
+def _aware(value: datetime) -> datetime:
+    """Aggregates (MIN) bypass the column type on SQLite: mark naive values UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def _update() -> sa.Update:
@@ -107,6 +131,14 @@ class TaskCancelled(TaskStoreError):
 
 class InvalidTransition(TaskStoreError, ValueError):
     pass
+
+
+class DuplicateIdempotencyKey(TaskStoreError):
+    """The tenant already has a task for this ``Idempotency-Key`` (within its lifetime)."""
+
+    def __init__(self, existing: Task | None) -> None:
+        super().__init__(existing.id if existing is not None else "unknown task")
+        self.existing = existing
 
 
 class BadCursor(ValueError):
@@ -139,9 +171,11 @@ class TaskStore:
         *,
         backoff_base_s: float = 5.0,
         backoff_max_s: float = 600.0,
+        idempotency_ttl_s: float = 24 * 3600,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.engine = engine
+        self.idempotency_ttl = timedelta(seconds=idempotency_ttl_s)
         self._writer = writer(engine)
         self._sqlite = is_sqlite(engine)
         self.backoff_base_s = backoff_base_s
@@ -167,46 +201,34 @@ class TaskStore:
         self,
         *,
         tenant_id: str,
-        audio_sha256: str | None = None,
-        audio_uri: str | None = None,
-        audio_filename: str | None = None,
-        audio_url: str | None = None,
-        duration_s: float | None = None,
-        options: Mapping[str, Any] | None = None,
-        webhook_url: str | None = None,
-        idempotency_key: str | None = None,
         max_attempts: int = 3,
         source: TaskSource | str = TaskSource.API,
-        task_id: str | None = None,
+        **fields: Any,
     ) -> Task:
-        """Insert a ``queued`` task and return it (committed: safe to answer 202)."""
-        if audio_uri is None and audio_url is None:
+        """Insert a ``queued`` task and return it (committed: safe to answer 202).
+
+        ``fields`` are the input columns (:data:`_INPUT_FIELDS`). Raises
+        :class:`DuplicateIdempotencyKey` when the tenant already has a live task
+        with the same ``idempotency_key`` (the unique index decides, so this
+        holds with Redis down and across replicas).
+        """
+        if fields.get("audio_uri") is None and fields.get("audio_url") is None:
             raise ValueError("a task needs audio_uri (uploaded) or audio_url")
         if max_attempts < 1:
             raise ValueError("max_attempts must be >= 1")
         now = self.clock()
-        task = Task(
-            id=task_id or new_id(),
-            tenant_id=tenant_id,
-            status=TaskStatus.QUEUED.value,
-            source=TaskSource(source).value,
-            audio_sha256=audio_sha256,
-            audio_uri=audio_uri,
-            audio_filename=audio_filename,
-            audio_url=audio_url,
-            duration_s=duration_s,
-            options=dict(options or {}),
-            webhook_url=webhook_url,
-            idempotency_key=idempotency_key,
-            max_attempts=max_attempts,
-            created_at=now,
-            updated_at=now,
-            queued_at=now,
+        return self._insert(
+            self._new_task(
+                tenant_id,
+                source,
+                fields,
+                status=TaskStatus.QUEUED.value,
+                max_attempts=max_attempts,
+                created_at=now,
+                updated_at=now,
+                queued_at=now,
+            )
         )
-        with self._write() as session:
-            session.add(task)
-            session.commit()
-        return task
 
     def create_finished(
         self,
@@ -216,18 +238,10 @@ class TaskStore:
         status: TaskStatus | str = TaskStatus.SUCCEEDED,
         source: TaskSource | str = TaskSource.BATCH,
         cached: bool = False,
-        audio_sha256: str | None = None,
-        audio_uri: str | None = None,
-        audio_filename: str | None = None,
-        audio_url: str | None = None,
-        duration_s: float | None = None,
-        options: Mapping[str, Any] | None = None,
-        webhook_url: str | None = None,
-        idempotency_key: str | None = None,
         error_code: str | None = None,
         error_message: str | None = None,
         started_at: datetime | None = None,
-        task_id: str | None = None,
+        **fields: Any,
     ) -> Task:
         """Insert a task that is born finished: a cache hit, a batch result, a sync call.
 
@@ -239,34 +253,67 @@ class TaskStore:
             raise ValueError("create_finished needs a terminal status")
         now = self.clock()
         begun = started_at or now
-        task = Task(
-            id=task_id or new_id(),
-            tenant_id=tenant_id,
-            status=status.value,
-            source=TaskSource(source).value,
-            cached=cached,
-            audio_sha256=audio_sha256,
-            audio_uri=audio_uri,
-            audio_filename=audio_filename,
-            audio_url=audio_url,
-            duration_s=duration_s,
-            options=dict(options or {}),
-            webhook_url=webhook_url,
-            idempotency_key=idempotency_key,
-            result=dict(result) if result is not None else None,
-            error_code=error_code,
-            error_message=error_message,
-            attempts=0 if cached else 1,
-            max_attempts=1,
-            created_at=begun,
-            updated_at=now,
-            queued_at=begun,
-            finished_at=now,
+        return self._insert(
+            self._new_task(
+                tenant_id,
+                source,
+                fields,
+                status=status.value,
+                cached=cached,
+                result=dict(result) if result is not None else None,
+                error_code=error_code,
+                error_message=error_message,
+                attempts=0 if cached else 1,
+                max_attempts=1,
+                created_at=begun,
+                updated_at=now,
+                queued_at=begun,
+                finished_at=now,
+            )
         )
-        with self._write() as session:
-            session.add(task)
-            session.commit()
-        return task
+
+    @staticmethod
+    def _new_task(
+        tenant_id: str, source: TaskSource | str, fields: Mapping[str, Any], **state: Any
+    ) -> Task:
+        unknown = set(fields) - _INPUT_FIELDS
+        if unknown:
+            raise TypeError(f"unknown task fields {sorted(unknown)}")
+        inputs = {k: v for k, v in fields.items() if k != "task_id"}
+        inputs["options"] = dict(inputs.get("options") or {})
+        return Task(
+            id=fields.get("task_id") or new_id(),
+            tenant_id=tenant_id,
+            source=TaskSource(source).value,
+            **inputs,
+            **state,
+        )
+
+    def _insert(self, task: Task) -> Task:
+        key = task.idempotency_key
+        for _ in range(2):
+            try:
+                with self._write() as session:
+                    session.add(task)
+                    session.commit()
+                if task.status == TaskStatus.SUCCEEDED.value:
+                    search.index_transcript(self._writer, task)  # born finished: index it too
+                return task
+            except sa.exc.IntegrityError:
+                if key is None:
+                    raise
+                existing = self.find_by_idempotency_key(task.tenant_id, key)
+                if existing is None:
+                    continue  # purged meanwhile: try again
+                if existing.created_at >= self.clock() - self.idempotency_ttl:
+                    raise DuplicateIdempotencyKey(existing) from None
+                # The key expired (24 h, like the Redis entry): free it for this task.
+                with self._write() as session:
+                    session.execute(
+                        _update().where(col(Task.id) == existing.id).values(idempotency_key=None)
+                    )
+                    session.commit()
+        raise DuplicateIdempotencyKey(self.find_by_idempotency_key(task.tenant_id, key))
 
     # --- reading -----------------------------------------------------------------
 
@@ -276,6 +323,33 @@ class TaskStore:
             task = session.get(Task, task_id)
             if task is None or (tenant_id is not None and task.tenant_id != tenant_id):
                 return None
+            return task
+
+    def replace_result(
+        self,
+        task_id: str,
+        tenant_id: str | None,
+        result: Mapping[str, Any],
+        expected: Mapping[str, Any] | None = None,
+    ) -> Task | None:
+        """Swap a succeeded task's result (speaker renames re-render it without the models).
+
+        ``expected``: the result the caller read; if another writer changed it meanwhile,
+        nothing is written and ``None`` is returned (the caller reads again and retries).
+        """
+        with self._write() as session:
+            task = session.get(Task, task_id)
+            if task is None or (tenant_id is not None and task.tenant_id != tenant_id):
+                return None
+            if task.status != TaskStatus.SUCCEEDED:
+                return None
+            if expected is not None and task.result != dict(expected):
+                return None
+            task.result = dict(result)
+            task.updated_at = self.clock()
+            session.add(task)
+            session.commit()
+            session.refresh(task)
             return task
 
     def list(
@@ -312,16 +386,15 @@ class TaskStore:
         )
         return items, next_cursor
 
-    def count_queued(self) -> int:
-        """Tasks waiting for a worker (including those in retry backoff): the autoscaling signal."""
+    def count_queued(self, *, ready_only: bool = False) -> int:
+        """Tasks waiting for a worker; with ``ready_only``, only those claimable now (not in
+        retry backoff): the autoscaling signal, since a task in backoff needs no replica."""
         query = select(sa.func.count()).select_from(Task).where(Task.status == TaskStatus.QUEUED)
+        if ready_only:
+            now = self.clock()
+            query = query.where(sa.or_(col(Task.not_before).is_(None), col(Task.not_before) <= now))
         with self._read() as session:
             return int(session.exec(query).one())
-
-    def count_by_status(self) -> dict[str, int]:
-        query = select(Task.status, sa.func.count()).group_by(Task.status)
-        with self._read() as session:
-            return {status: int(n) for status, n in session.exec(query).all()}
 
     def find_by_idempotency_key(
         self, tenant_id: str, idempotency_key: str, *, since: datetime | None = None
@@ -354,53 +427,58 @@ class TaskStore:
         )
         return sa.or_(queued, abandoned)
 
-    def reap_expired(self) -> int:
+    @staticmethod
+    def _reap(session: Session, now: datetime) -> builtins.list[str]:
         """Finish running tasks whose lease expired and that may not run again.
 
         Those with ``cancel_requested`` become ``cancelled``; those that spent
-        their last attempt become ``failed`` (``worker_lost``). :meth:`claim_next`
-        does this too; returns how many tasks it finished.
+        their last attempt become ``failed`` (``worker_lost``). Returns their ids,
+        so the caller can announce them (event + webhook) like any other end.
         """
-        with self._write() as session:
-            n = self._reap(session, self.clock())
-            session.commit()
-        return n
-
-    @staticmethod
-    def _reap(session: Session, now: datetime) -> int:
         expired = sa.and_(col(Task.status).in_(_RUNNING), col(Task.lease_expires_at) < now)
+        lost_where = sa.and_(
+            expired,
+            sa.not_(col(Task.cancel_requested)),
+            col(Task.attempts) >= col(Task.max_attempts),
+        )
+        cancel_where = sa.and_(expired, col(Task.cancel_requested))
+        ids = builtins.list(
+            session.execute(sa.select(Task.id).where(sa.or_(lost_where, cancel_where))).scalars()
+        )
+        if not ids:
+            return []
         done = {
             "lease_owner": None,
             "lease_expires_at": None,
             "finished_at": now,
             "updated_at": now,
         }
-        cancelled = session.execute(
+        session.execute(
             _update()
-            .where(expired, col(Task.cancel_requested))
+            .where(cancel_where, col(Task.id).in_(ids))
             .values(status=TaskStatus.CANCELLED.value, **done)
-        ).rowcount
-        lost = session.execute(
+        )
+        session.execute(
             _update()
-            .where(
-                expired,
-                sa.not_(col(Task.cancel_requested)),
-                col(Task.attempts) >= col(Task.max_attempts),
-            )
+            .where(lost_where, col(Task.id).in_(ids))
             .values(
                 status=TaskStatus.FAILED.value,
                 error_code="worker_lost",
                 error_message="the worker stopped renewing its lease on the last attempt",
                 **done,
             )
-        ).rowcount
-        return int(cancelled or 0) + int(lost or 0)
+        )
+        return ids
 
-    def claim_next(self, worker_id: str, lease_s: float) -> Task | None:
+    def claim_next(
+        self, worker_id: str, lease_s: float, reaped: builtins.list[str] | None = None
+    ) -> Task | None:
         """Claim the oldest runnable task for ``worker_id``; ``None`` if there is none.
 
         The returned task is ``transcribing``, leased until ``now + lease_s``,
-        with ``attempts`` already counting this attempt.
+        with ``attempts`` already counting this attempt. Tasks that the same
+        transaction finished for good (expired lease, no attempts left, or a
+        pending cancel) are appended to ``reaped``.
         """
         if lease_s <= 0:
             raise ValueError("lease_s must be positive")
@@ -429,12 +507,60 @@ class TaskStore:
             .returning(col(Task.id))
         )
         with self._write() as session:
-            self._reap(session, now)
+            finished = self._reap(session, now)
             claimed_id = session.execute(stmt).scalar_one_or_none()
             session.commit()
+        if reaped is not None:
+            reaped.extend(finished)
         if claimed_id is None:
             return None
         return self.get(claimed_id)
+
+    def release(self, task_id: str, worker_id: str) -> bool:
+        """Give a leased task back to the queue at once, without spending an attempt.
+
+        For a graceful shutdown (downscale, upgrade): the next replica claims it
+        without waiting for the lease to expire. ``False`` if the lease was lost.
+        """
+        now = self.clock()
+        with self._write() as session:
+            updated = session.execute(
+                _update()
+                .where(*self._owned_where(task_id, worker_id, now))
+                .values(
+                    status=TaskStatus.QUEUED.value,
+                    lease_owner=None,
+                    lease_expires_at=None,
+                    attempts=sa.case((col(Task.attempts) > 0, col(Task.attempts) - 1), else_=0),
+                    not_before=None,
+                    queued_at=now,
+                    updated_at=now,
+                )
+            ).rowcount
+            session.commit()
+        return bool(updated)
+
+    def next_due(self) -> datetime | None:
+        """When the queue next needs a worker without being woken: a retry backoff
+        ending, a running task's lease expiring, or a webhook retry falling due."""
+        with self._read() as session:
+            times = [
+                session.exec(
+                    select(sa.func.min(Task.not_before)).where(
+                        Task.status == TaskStatus.QUEUED.value
+                    )
+                ).one(),
+                session.exec(
+                    select(sa.func.min(Task.lease_expires_at)).where(col(Task.status).in_(_RUNNING))
+                ).one(),
+                session.exec(
+                    select(sa.func.min(WebhookDelivery.next_attempt_at)).where(
+                        WebhookDelivery.state == WebhookState.PENDING.value
+                    )
+                ).one(),
+            ]
+        found = [_aware(t) for t in times if t is not None]
+        return min(found) if found else None
 
     def renew_lease(self, task_id: str, worker_id: str, lease_s: float) -> Task:
         """Extend the lease to ``now + lease_s``.
@@ -486,9 +612,11 @@ class TaskStore:
         """Finish a leased task as ``succeeded`` with ``result``."""
         fields.setdefault("error_code", None)
         fields.setdefault("error_message", None)
-        return self.transition(
+        task = self.transition(
             task_id, worker_id, TaskStatus.SUCCEEDED, result=dict(result), **fields
         )
+        search.index_transcript(self._writer, task)  # the console's transcript search
+        return task
 
     def fail(
         self,
@@ -611,6 +739,235 @@ class TaskStore:
             session.commit()
             return task
 
+    # --- the webhook outbox -------------------------------------------------------
+
+    def enqueue_webhook(
+        self,
+        task: Task,
+        payload: Mapping[str, Any],
+        *,
+        max_attempts: int,
+    ) -> WebhookDelivery | None:
+        """Schedule the webhook for ``task``'s current (terminal) status, once.
+
+        Idempotent: a second call for the same task id and status finds the
+        first row (unique ``(task_id, event)``) and changes nothing, so every
+        path that ends a task may call it. ``None`` if the task has no webhook.
+        """
+        if not task.webhook_url:
+            return None
+        event = f"task.{task.status}"
+        now = self.clock()
+        row = WebhookDelivery(
+            task_id=task.id,
+            tenant_id=task.tenant_id,
+            event=event,
+            msg_id=f"msg_{task.id}_{task.status}",
+            url=task.webhook_url,
+            payload=dict(payload),
+            max_attempts=max_attempts,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            with self._write() as session:
+                session.add(row)
+                session.commit()
+        except sa.exc.IntegrityError:
+            return self.webhook_delivery(task.id, event)
+        self._mirror_webhook(task.id, "pending", None)
+        return row
+
+    def unscheduled_webhooks(
+        self, within_s: float = 86400, limit: int = 100
+    ) -> builtins.list[Task]:
+        """Finished tasks with a webhook that none was scheduled for (the process that
+        ended them died first); the runner's sweep schedules them."""
+        since = self.clock() - timedelta(seconds=within_s)
+        query = (
+            select(Task)
+            .where(
+                col(Task.status).in_(_TERMINAL),
+                col(Task.webhook_url).is_not(None),
+                col(Task.webhook_status).is_(None),
+                col(Task.finished_at) >= since,
+            )
+            .limit(limit)
+        )
+        with self._read() as session:
+            return builtins.list(session.exec(query).all())
+
+    def webhook_delivery(self, task_id: str, event: str) -> WebhookDelivery | None:
+        query = select(WebhookDelivery).where(
+            WebhookDelivery.task_id == task_id, WebhookDelivery.event == event
+        )
+        with self._read() as session:
+            return session.exec(query).first()
+
+    def webhook_deliveries(self, task_id: str) -> builtins.list[WebhookDelivery]:
+        query = (
+            select(WebhookDelivery)
+            .where(WebhookDelivery.task_id == task_id)
+            .order_by(col(WebhookDelivery.created_at))
+        )
+        with self._read() as session:
+            return builtins.list(session.exec(query).all())
+
+    def claim_webhooks(
+        self, worker_id: str, lease_s: float, limit: int = 10
+    ) -> builtins.list[WebhookDelivery]:
+        """Lease up to ``limit`` due deliveries to ``worker_id`` (one sender per message)."""
+        now = self.clock()
+        due = sa.and_(
+            col(WebhookDelivery.state) == WebhookState.PENDING.value,
+            col(WebhookDelivery.next_attempt_at) <= now,
+            sa.or_(
+                col(WebhookDelivery.lease_expires_at).is_(None),
+                col(WebhookDelivery.lease_expires_at) < now,
+            ),
+        )
+        pick = (
+            select(WebhookDelivery.id)
+            .where(due)
+            .order_by(col(WebhookDelivery.next_attempt_at))
+            .limit(limit)
+        )
+        if not self._sqlite:
+            pick = pick.with_for_update(skip_locked=True)
+        with self._write() as session:
+            ids = builtins.list(session.execute(pick).scalars())
+            if not ids:
+                session.rollback()
+                return []
+            session.execute(
+                sa.update(WebhookDelivery)
+                .execution_options(synchronize_session=False)
+                .where(col(WebhookDelivery.id).in_(ids), due)
+                .values(
+                    lease_owner=worker_id,
+                    lease_expires_at=now + timedelta(seconds=lease_s),
+                    updated_at=now,
+                )
+            )
+            session.commit()
+        with self._read() as session:
+            return builtins.list(
+                session.exec(
+                    select(WebhookDelivery).where(
+                        col(WebhookDelivery.id).in_(ids), WebhookDelivery.lease_owner == worker_id
+                    )
+                ).all()
+            )
+
+    def record_webhook_attempt(
+        self,
+        delivery_id: str,
+        worker_id: str,
+        attempt: Mapping[str, Any],
+        *,
+        ok: bool,
+        retryable: bool,
+        backoff_s: float,
+        backoff_max_s: float = 3600.0,
+    ) -> WebhookDelivery | None:
+        """Store one attempt; schedule the next with exponential backoff, or close the row.
+
+        The outcome is mirrored on the task (``webhook_attempts``/``webhook_status``)
+        while the task exists, so ``GET /v1/tasks/{id}`` shows it.
+        """
+        now = self.clock()
+        with self._write() as session:
+            row = session.get(WebhookDelivery, delivery_id, with_for_update=True)
+            if row is None or row.lease_owner != worker_id:
+                session.rollback()
+                return None
+            row.attempts += 1
+            row.history = [*row.history, dict(attempt)]
+            row.lease_owner = None
+            row.lease_expires_at = None
+            row.updated_at = now
+            if ok:
+                row.state = WebhookState.DELIVERED.value
+            elif retryable and row.attempts < row.max_attempts:
+                delay = min(backoff_s * 2 ** (row.attempts - 1), backoff_max_s)
+                retry_after = attempt.get("retry_after_s")
+                if isinstance(retry_after, int | float):
+                    delay = min(max(delay, float(retry_after)), backoff_max_s)
+                row.next_attempt_at = now + timedelta(seconds=delay)
+            else:
+                row.state = WebhookState.FAILED.value
+            session.add(row)
+            session.commit()
+            task_id, state = row.task_id, row.state
+        self._mirror_webhook(task_id, state, attempt)
+        return self.webhook_delivery_by_id(delivery_id)
+
+    def webhook_delivery_by_id(self, delivery_id: str) -> WebhookDelivery | None:
+        with self._read() as session:
+            return session.get(WebhookDelivery, delivery_id)
+
+    def _mirror_webhook(self, task_id: str, state: str, attempt: Mapping[str, Any] | None) -> None:
+        with self._write() as session:
+            task = session.get(Task, task_id, with_for_update=True)
+            if task is None:
+                return
+            if attempt is not None:
+                task.webhook_attempts = [*task.webhook_attempts, dict(attempt)]
+            task.webhook_status = state
+            task.updated_at = self.clock()
+            session.add(task)
+            session.commit()
+
+    # --- retention -------------------------------------------------------------------
+
+    def purge_expired(self, default_days: float, limit: int = 500) -> builtins.list[Task]:
+        """Delete finished tasks older than their tenant's retention (or ``default_days``).
+
+        Returns the deleted rows, so the caller removes their audio blobs and
+        cached results. Finished webhook deliveries of the same age go too.
+        """
+        now = self.clock()
+        with self._read() as session:
+            shortest = session.exec(select(sa.func.min(Tenant.retention_days))).one()
+        floor = min(default_days, shortest) if shortest is not None else default_days
+        days = sa.func.coalesce(Tenant.retention_days, default_days)
+        query = (
+            select(Task, days)
+            .join(Tenant, col(Tenant.id) == col(Task.tenant_id))
+            .where(
+                col(Task.status).in_(_TERMINAL),
+                col(Task.finished_at) <= now - timedelta(days=float(floor)),
+            )
+            .order_by(col(Task.finished_at))
+            .limit(limit * 4)
+        )
+        expired: builtins.list[Task] = []
+        with self._read() as session:
+            for task, keep_days in session.exec(query).all():
+                if task.finished_at <= now - timedelta(days=float(keep_days)):
+                    expired.append(task)
+                if len(expired) >= limit:
+                    break
+        if expired:
+            ids = [t.id for t in expired]
+            with self._write() as session:
+                session.execute(
+                    sa.delete(Task)
+                    .execution_options(synchronize_session=False)
+                    .where(col(Task.id).in_(ids))
+                )
+                session.execute(
+                    sa.delete(WebhookDelivery)
+                    .execution_options(synchronize_session=False)
+                    .where(
+                        col(WebhookDelivery.task_id).in_(ids),
+                        col(WebhookDelivery.state) != WebhookState.PENDING.value,
+                    )
+                )
+                session.commit()
+        return expired
+
     # --- internals ---------------------------------------------------------------
 
     @staticmethod
@@ -677,6 +1034,7 @@ __all__ = [
     "DEFAULT_LIMIT",
     "MAX_LIMIT",
     "BadCursor",
+    "DuplicateIdempotencyKey",
     "InvalidTransition",
     "LeaseLost",
     "TaskCancelled",

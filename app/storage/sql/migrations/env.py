@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from alembic import context
 
+from app.storage.sql import search
 from app.storage.sql.models import SQLModel
 
 config = context.config
@@ -20,6 +21,8 @@ def _common(dialect_name: str) -> dict:
         # SQLite cannot ALTER most things; batch mode recreates tables instead.
         "render_as_batch": dialect_name == "sqlite",
         "compare_type": True,
+        # The search table is hand-made (FTS5 / tsvector), outside the SQLModel metadata.
+        "include_name": search.include_name,
     }
 
 

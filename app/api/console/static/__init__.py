@@ -1,0 +1,1 @@
+"""Static files of the web console (HTML, JS, CSS); no build step."""

@@ -1,0 +1,217 @@
+"""``POST /v1/audio/transcriptions``: the router and its serving code."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+
+from app.api.auth import Principal
+from app.api.deps import CallerDep, PipelineDep, ServicesDep
+from app.api.errors import APIError
+from app.api.limits import rate_limit
+from app.api.openai.errors import OpenAIError, OpenAIRoute, from_validation, not_found
+from app.api.openai.languages import language_name
+from app.api.openai.models import STT_ALIASES, ServedModels
+from app.api.openai.protocol import (
+    Transcription,
+    TranscriptionRequest,
+    TranscriptionSegment,
+    TranscriptionUsage,
+    TranscriptionVerbose,
+    TranscriptionWord,
+)
+from app.api.uploads import check_audio, read_upload
+from app.core.logs import get_logger
+from app.speech.diarize import assign_speakers, to_diarized_json
+from app.speech.subtitles import to_srt, to_vtt
+
+log = get_logger()
+
+router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+
+
+def rate_limited(caller: CallerDep, services: ServicesDep) -> Principal:
+    """The project's per-key rate limit for work-submitting routes (429 when over)."""
+    rate_limit(services, caller, None)
+    return caller
+
+
+def parse_request(fields: dict[str, Any]) -> TranscriptionRequest:
+    """Form fields -> :class:`TranscriptionRequest`; a bad one is a 400 naming it."""
+    try:
+        return TranscriptionRequest.model_validate(
+            {k: v for k, v in fields.items() if v is not None and v != []}
+        )
+    except ValidationError as exc:
+        errors = list(exc.errors())
+        for err in errors:  # name the field, not the list index, as OpenAI does
+            err["loc"] = tuple(p for p in err.get("loc", ()) if not isinstance(p, int))
+        raise from_validation(errors) from None
+
+
+def _segment(seg: Any, temperature: float) -> TranscriptionSegment:
+    # app.core.schemas.Segment carries id/start/end/text (and words); Whisper's decoder
+    # details are passed through when the segment has them, null otherwise.
+    def rounded(name: str) -> float | None:
+        value = getattr(seg, name, None)
+        return None if value is None else round(float(value), 6)
+
+    return TranscriptionSegment(
+        id=seg.id,
+        seek=int(getattr(seg, "seek", None) or round(seg.start * 100)),
+        start=seg.start,
+        end=seg.end,
+        text=seg.text,
+        tokens=list(getattr(seg, "tokens", None) or []),
+        temperature=float(getattr(seg, "temperature", None) or temperature),
+        avg_logprob=rounded("avg_logprob"),
+        compression_ratio=rounded("compression_ratio"),
+        no_speech_prob=rounded("no_speech_prob"),
+    )
+
+
+def render(req: TranscriptionRequest, transcript: Any) -> Response:
+    """The transcript in the requested ``response_format``."""
+    fmt = req.response_format
+    if fmt == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(to_srt(transcript.segments))
+    if fmt == "vtt":
+        return PlainTextResponse(to_vtt(transcript.segments))
+    if fmt == "diarized_json":  # without speakers (the diarizing path is _diarized)
+        return JSONResponse(to_diarized_json(transcript, math.ceil(transcript.duration_s)))
+    usage = TranscriptionUsage(seconds=math.ceil(transcript.duration_s))
+    if fmt == "json":
+        return JSONResponse(Transcription(text=transcript.text, usage=usage).model_dump())
+    grans = req.timestamp_granularities
+    body = TranscriptionVerbose(
+        language=language_name(transcript.language),
+        duration=transcript.duration_s,
+        text=transcript.text,
+        usage=usage,
+    )
+    if not grans or "segment" in grans:
+        body.segments = [_segment(s, req.temperature or 0.0) for s in transcript.segments]
+    if req.want_words:
+        body.words = [
+            TranscriptionWord(word=w.word.strip(), start=w.start, end=w.end)
+            for s in transcript.segments
+            for w in (s.words or [])
+        ]
+    return JSONResponse(_verbose_dict(body))
+
+
+def _verbose_dict(body: TranscriptionVerbose) -> dict[str, Any]:
+    """Leave out ``segments``/``words`` that were not asked for; keep nulls inside them."""
+    data = body.model_dump()
+    for key in ("segments", "words"):
+        if data[key] is None:
+            del data[key]
+    return data
+
+
+@router.post(
+    "/v1/audio/transcriptions",
+    dependencies=[Depends(rate_limited)],
+    summary="Transcribe audio (OpenAI-compatible)",
+    openapi_extra={"x-aipp-endpoint": "transcriptions"},
+    responses={
+        200: {
+            "description": "json / verbose_json: a JSON object; text / srt / vtt: text/plain.",
+            "content": {"text/plain": {}},
+        },
+        400: {"description": "Invalid parameter"},
+        404: {"description": "Unknown model"},
+        413: {"description": "Upload or audio too large/long"},
+        422: {"description": "The file is not audio that can be decoded"},
+    },
+)
+async def create_transcription(
+    models: ServedModels,
+    services: ServicesDep,
+    pipeline: PipelineDep,
+    file: UploadFile | None = File(None, description="Audio in any format FFmpeg reads."),
+    model: str | None = Form(None, description="`whisper-1` or the served Whisper model."),
+    language: str | None = Form(None, description="ISO-639-1 code (or English name)."),
+    prompt: str | None = Form(None, description="Text to guide the style or vocabulary."),
+    response_format: str = Form(
+        "json", description="json, text, srt, verbose_json, vtt or diarized_json."
+    ),
+    temperature: str | None = Form(None, description="0 to 1; 0 keeps Whisper's fallback."),
+    timestamp_granularities: list[str] | None = Form(
+        None, alias="timestamp_granularities[]", description="segment and/or word."
+    ),
+    timestamp_granularities_plain: list[str] | None = Form(
+        None, alias="timestamp_granularities", include_in_schema=False
+    ),
+    stream: str | None = Form(None, description="Not supported: must be false."),
+) -> Response:
+    req = parse_request(
+        {
+            "model": model,
+            "language": language,
+            "prompt": prompt,
+            "response_format": response_format,
+            "temperature": temperature,
+            "timestamp_granularities": list(timestamp_granularities or [])
+            + list(timestamp_granularities_plain or []),
+            "stream": stream,
+        }
+    )
+    if file is None:
+        raise OpenAIError(
+            400,
+            "Missing required parameter: 'file'.",
+            param="file",
+            code="missing_required_parameter",
+        )
+    if req.model != models["stt"]["model"] and req.model not in STT_ALIASES:
+        raise not_found(req.model)
+
+    settings = services.settings
+    try:
+        data = await read_upload(file, settings)
+        # Walking the packets of a large file takes a while: keep it off the event loop.
+        await asyncio.to_thread(check_audio, data, settings.sync_max_audio_minutes)
+    except APIError as exc:
+        raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
+    if req.response_format == "diarized_json":
+        return await _diarized(pipeline, data, req)
+    out = await pipeline.transcribe(data, req.stt_options())
+    log.info(
+        "openai transcription: %.1fs of audio, model=%s, format=%s, words=%s",
+        out.transcript.duration_s,
+        out.model,
+        req.response_format,
+        req.want_words,
+    )
+    return render(req, out.transcript)
+
+
+async def _diarized(pipeline: Any, data: bytes, req: TranscriptionRequest) -> Response:
+    """Transcriber and Diarizer in parallel on the same audio, merged by word timing."""
+    if getattr(pipeline, "diarizer", None) is None:
+        raise OpenAIError(
+            400,
+            "response_format 'diarized_json' needs the Diarizer deployment, "
+            "which this server does not run.",
+            param="response_format",
+            code="unsupported_value",
+        )
+    stt, diar = await asyncio.gather(
+        pipeline.transcribe(data, req.stt_options()), pipeline.diarize(data)
+    )
+    transcript = assign_speakers(stt.transcript, diar)
+    log.info(
+        "openai diarized transcription: %.1fs of audio, %d speakers (%s)",
+        transcript.duration_s,
+        len(diar.speakers),
+        diar.method,
+    )
+    return JSONResponse(to_diarized_json(transcript, math.ceil(transcript.duration_s)))

@@ -1,0 +1,114 @@
+"""``PATCH /v1/tasks/{id}/speakers``: give diarized speakers names, without re-running models.
+
+The stored transcript keeps its speaker ids (``speaker_1``...) on every segment; a
+rename sets ``speakers[].name``, which every rendering (txt/json/srt/vtt, OpenAI
+``diarized_json``, the speaker-turn text) shows instead of ``Speaker N``. The
+summary was written from ``Speaker N: ...`` lines, so the old display names in its
+text are replaced by the new ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field, ValidationError
+
+from app.api.deps import CallerDep, ServicesDep
+from app.api.errors import APIError
+from app.core.schemas import Summary, Transcript
+from app.speech.diarize import display_names, rename, rename_in_text
+from app.storage.sql.models import TaskStatus
+from app.tasks.views import TaskView, task_view
+
+router = APIRouter(tags=["tasks"])
+
+
+class SpeakerNames(BaseModel):
+    """Speaker id -> name; ``null`` or ``""`` goes back to ``Speaker N``."""
+
+    names: dict[str, str | None] = Field(
+        ...,
+        min_length=1,
+        max_length=20,
+        examples=[{"speaker_1": "Maria", "speaker_2": "Tom"}],
+    )
+
+
+def _rerender(result: dict[str, Any], names: dict[str, str | None]) -> dict[str, Any]:
+    transcript = Transcript.model_validate(result["transcript"])
+    before = display_names(transcript)
+    renamed = rename(transcript, names)  # KeyError: an id the transcript does not have
+    after = display_names(renamed)
+    changes = {before[k]: after[k] for k in before if before[k] != after.get(k, before[k])}
+    out = dict(result)
+    out["transcript"] = renamed.model_dump(mode="json", exclude_none=False)
+    if changes and result.get("summary"):
+        summary = Summary.model_validate(result["summary"])
+        out["summary"] = summary.model_copy(
+            update={
+                "summary": rename_in_text(summary.summary, changes),
+                "key_points": [rename_in_text(x, changes) for x in summary.key_points],
+                "action_items": [rename_in_text(x, changes) for x in summary.action_items],
+                "chapters": [
+                    c.model_copy(
+                        update={
+                            "title": rename_in_text(c.title, changes),
+                            "gist": rename_in_text(c.gist, changes),
+                        }
+                    )
+                    for c in summary.chapters
+                ],
+            }
+        ).model_dump(mode="json")
+    return out
+
+
+@router.patch(
+    "/v1/tasks/{task_id}/speakers",
+    response_model=TaskView,
+    summary="Name a diarized task's speakers; transcripts and summary re-render with the names",
+    responses={
+        404: {"description": "No such task"},
+        409: {"description": "Not succeeded, or not diarized"},
+        422: {"description": "Unknown speaker id or bad body"},
+    },
+)
+async def rename_speakers(
+    task_id: str, body: dict[str, Any], caller: CallerDep, services: ServicesDep
+) -> TaskView:
+    try:
+        req = SpeakerNames.model_validate(body)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
+        raise APIError(422, "invalid_request", f"{field}: {first.get('msg')}") from None
+    for name in req.names.values():
+        if name is not None and (len(name) > 100 or "\n" in name):
+            raise APIError(422, "invalid_name", "a name is one line of at most 100 characters")
+    store = services.store
+    for _ in range(3):  # optimistic: retry if another rename landed in between
+        task = await asyncio.to_thread(store.get, task_id, caller.tenant_id)
+        if task is None:
+            raise APIError(404, "task_not_found", f"no task '{task_id}'")
+        if task.status != TaskStatus.SUCCEEDED or not task.result:
+            raise APIError(
+                409, "task_not_succeeded", f"the task is {task.status}; speakers exist once done"
+            )
+        if not task.result.get("transcript", {}).get("speakers"):
+            raise APIError(
+                409, "not_diarized", "the task was not diarized; submit it with diarize=true"
+            )
+        try:
+            new = _rerender(task.result, {k: (v or None) for k, v in req.names.items()})
+        except KeyError as exc:
+            raise APIError(
+                422, "unknown_speaker", f"the transcript has no speaker {exc.args[0]}"
+            ) from None
+        updated = await asyncio.to_thread(
+            store.replace_result, task_id, caller.tenant_id, new, task.result
+        )
+        if updated is not None:
+            return task_view(updated)
+    raise APIError(409, "concurrent_update", "the task changed while renaming; try again")

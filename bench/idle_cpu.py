@@ -1,0 +1,170 @@
+"""Idle CPU of the whole service: Ray head, Serve, every replica, embedded Redis.
+
+After start-up and a settling period, sums the CPU time (user + system) of every
+process of the service over a window (default 60 s) and reports it as a share of
+one core, per process group, in two phases:
+
+1. nothing queued;
+2. tasks queued but not yet runnable (``--queued`` tasks in retry backoff), so the
+   runner has work in its queue yet nothing to do: what a polling loop would burn.
+
+Goal (issue 13): under 5 % of one core when nothing is queued. Ray's own daemons
+(GCS, raylet, dashboard, Serve controller and proxy) are part of "the whole
+service" and are reported separately, so the application's share is visible.
+
+    python -m bench.idle_cpu                     # 60 s per phase
+    python -m bench.idle_cpu --seconds 30 --settle 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from bench.overhead import machine  # noqa: E402
+
+
+def group_of(proc: psutil.Process) -> str:
+    """A readable group for a process of the service."""
+    try:
+        name = proc.name()
+        cmd = " ".join(proc.cmdline())
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return "gone"
+    if "ServeReplica:" in name:
+        return "replica:" + name.rsplit(":", 1)[-1]
+    if "ServeController" in name or "ServeController" in cmd:
+        return "serve:controller"
+    if "ProxyActor" in name or "ProxyActor" in cmd:
+        return "serve:proxy"
+    if "redis-server" in name or "redis-server" in cmd:
+        return "redis"
+    if "aipp" in cmd and "serve" in cmd:
+        return "aipp serve (CLI)"
+    return "ray:" + (name.split()[0] if name else "other")
+
+
+def service_processes(roots: list[psutil.Process], temp_dir: Path) -> list[psutil.Process]:
+    found: dict[int, psutil.Process] = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(temp_dir) in part for part in proc.info["cmdline"] or []):
+                found[proc.pid] = proc
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    for root in [*roots, *list(found.values())]:
+        try:
+            found.setdefault(root.pid, root)
+            for child in root.children(recursive=True):
+                found.setdefault(child.pid, child)
+        except psutil.NoSuchProcess:
+            continue
+    return list(found.values())
+
+
+def cpu_seconds(proc: psutil.Process) -> float | None:
+    try:
+        t = proc.cpu_times()
+        return t.user + t.system
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
+
+
+def measure(roots: list[psutil.Process], temp_dir: Path, seconds: float) -> dict:
+    procs = service_processes(roots, temp_dir)
+    before = {p.pid: (p, cpu_seconds(p)) for p in procs}
+    time.sleep(seconds)
+    groups: dict[str, float] = defaultdict(float)
+    for proc in service_processes(roots, temp_dir):
+        start = before.get(proc.pid, (proc, 0.0))[1] or 0.0
+        end = cpu_seconds(proc)
+        if end is None:
+            continue
+        groups[group_of(proc)] += max(0.0, end - start)
+    total = sum(groups.values())
+    app = sum(v for k, v in groups.items() if k.startswith(("replica:", "redis")))
+    return {
+        "seconds": seconds,
+        "processes": len(procs),
+        "total_pct_of_one_core": round(100 * total / seconds, 2),
+        "app_pct_of_one_core": round(100 * app / seconds, 2),
+        "by_group_pct": {k: round(100 * v / seconds, 2) for k, v in sorted(groups.items())},
+    }
+
+
+def queue_waiting_tasks(data_dir: Path, n: int) -> list[str]:
+    """``n`` tasks in retry backoff for an hour: queued, but not claimable yet."""
+    from app.storage.sql import keys
+    from app.storage.sql.engine import make_engine
+    from app.storage.sql.models import Task
+    from app.storage.sql.tasks import TaskStore
+
+    engine = make_engine(f"sqlite:///{data_dir / 'aipp.db'}")
+    try:
+        tenant = keys.ensure_tenant(engine, "bench-idle")
+        store = TaskStore(engine)
+        ids = []
+        later = datetime.now(UTC) + timedelta(hours=1)
+        for i in range(n):
+            task = store.create(tenant_id=tenant.id, audio_uri=f"file:///nowhere/{i}")
+            ids.append(task.id)
+        from sqlmodel import Session, col, update
+
+        with Session(engine) as session:
+            session.exec(update(Task).where(col(Task.id).in_(ids)).values(not_before=later))
+            session.commit()
+        return ids
+    finally:
+        engine.dispose()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--settle", type=float, default=45, help="Wait after ready first.")
+    parser.add_argument("--queued", type=int, default=20)
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "idle_cpu.json")
+    args = parser.parse_args()
+
+    from tests.cluster_fixtures import start_head, start_service, stop_cluster
+
+    tmp = Path(tempfile.mkdtemp(prefix="aipp-idle-"))
+    temp_dir = Path(f"/tmp/aipp-idle-{os.getpid()}")
+    cluster = start_head(temp_dir, num_cpus=4)
+    results: dict = {"machine": machine()}
+    try:
+        svc, proc = start_service(cluster, tmp / "data", {}, tmp / "serve.log")
+        try:
+            roots = [psutil.Process(proc.pid)]
+            time.sleep(args.settle)
+            results["nothing_queued"] = measure(roots, temp_dir, args.seconds)
+            queue_waiting_tasks(tmp / "data", args.queued)
+            time.sleep(5)
+            results[f"{args.queued}_queued_in_backoff"] = measure(roots, temp_dir, args.seconds)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=60)
+            except Exception:
+                proc.kill()
+    finally:
+        stop_cluster(temp_dir)
+    print(json.dumps(results, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

