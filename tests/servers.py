@@ -73,7 +73,8 @@ def start_postgres(tmpdir: Path | str) -> tuple[str, Callable[[], None]]:
     if os.geteuid() == 0:
         # initdb/postgres refuse root. Use "nobody" and a fresh dir under /tmp
         # (mode 1777) so nothing else on the machine needs new permissions.
-        base = Path(tempfile.mkdtemp(prefix="aipp-pg-"))
+        # Explicitly /tmp: TMPDIR may sit in a 0700 dir (CI's fresh one) "nobody" can't enter.
+        base = Path(tempfile.mkdtemp(prefix="aipp-pg-", dir="/tmp"))
         base.chmod(0o755)
         _make_traversable(bin_dir)
         run_as = {"user": "nobody", "group": "nogroup" if _group_exists("nogroup") else None}

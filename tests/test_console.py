@@ -27,20 +27,12 @@ from app.storage.sql.engine import make_engine
 from app.storage.sql.migrate import upgrade
 from app.storage.sql.models import TaskStatus
 from app.storage.sql.tasks import TaskStore
+from tests.browser import CHROMIUM
+from tests.browser import CHROMIUM_ARGS as _BASE_ARGS
 from tests.conftest import JFK_PHRASE, make_key
 from tests.servers import LocalHTTPServer
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required",
-]
+CHROMIUM_ARGS = [*_BASE_ARGS, "--autoplay-policy=no-user-gesture-required"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 
 

@@ -60,11 +60,14 @@ def test_custom_token_path_and_env_token(empty_home, tmp_path, monkeypatch):
 def test_default_config_fits_a_two_core_machine():
     config = load_config(DEFAULT_CONFIG)
     assert fit_problem(config, {"CPU": 2.0, "memory": 16e9}) is None
-    # One replica of everything plus a second Transcriber (the peak) fits too.
+    # Every deployment at max_replicas (the peak an early upscale can reach) fits too.
+    assert fit_problem(config, {"CPU": 2.0}, peak=True) is None
+    # ...and that check does bite: one more Summarizer replica would not fit.
     for dep in config["applications"][0]["deployments"]:
-        if dep["name"] == "Transcriber":
-            dep["autoscaling_config"]["min_replicas"] = 2
-    assert fit_problem(config, {"CPU": 2.0}) is None
+        if dep["name"] == "Summarizer":
+            dep["autoscaling_config"]["max_replicas"] = 2
+    problem = fit_problem(config, {"CPU": 2.0}, peak=True)
+    assert problem is not None and "Summarizer: 2 ×" in problem
 
 
 def test_an_oversized_config_names_the_deployment_and_resource():

@@ -29,16 +29,7 @@ from tests.servers import LocalHTTPServer
 
 T0 = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
+from tests.test_state_tasks import Clock  # noqa: E402  (one fake clock for the store)
 
 
 @pytest.fixture

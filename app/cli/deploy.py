@@ -81,17 +81,27 @@ def min_replicas(dep: dict) -> int:
     return 1 if replicas in (None, "auto") else int(replicas)
 
 
-def fit_problem(config: dict, total: dict[str, float]) -> str | None:
-    """Why the config's minimum replicas can never be scheduled on ``total``, or None.
+def max_replicas(dep: dict) -> int:
+    auto = dep.get("autoscaling_config")
+    if auto:
+        return int(auto.get("max_replicas") or min_replicas(dep))
+    return min_replicas(dep)
+
+
+def fit_problem(config: dict, total: dict[str, float], peak: bool = False) -> str | None:
+    """Why the config's replicas can never all be scheduled on ``total``, or None.
 
     Checked before deploying so that a config too big for the machine fails in
-    seconds with the deployment and resource named, not after a 600 s wait.
+    seconds with the deployment and resource named, not after a 600 s wait. With
+    ``peak`` it checks every deployment at max_replicas: on a machine that cannot
+    grow, an early upscale must not take the CPU a deployment's first replica needs.
     """
     needed: dict[str, float] = {}
     lines = []
     for app in config.get("applications", []):
         for dep in app.get("deployments", []):
-            count, each = min_replicas(dep), replica_resources(dep)
+            count = max_replicas(dep) if peak else min_replicas(dep)
+            each = replica_resources(dep)
             for name, amount in each.items():
                 needed[name] = needed.get(name, 0.0) + count * amount
             shown = ", ".join(f"{k}={v:g}" for k, v in each.items()) or "nothing"
@@ -106,7 +116,7 @@ def fit_problem(config: dict, total: dict[str, float]) -> str | None:
     return (
         "the Serve config does not fit this Ray cluster ("
         + "; ".join(short)
-        + "). Minimum replicas:\n"
+        + ("). Replicas at peak (max_replicas):\n" if peak else "). Minimum replicas:\n")
         + "\n".join(lines)
         + "\nLower ray_actor_options in the config, or give Ray more with --num-cpus."
     )

@@ -88,11 +88,15 @@ def register(cli: typer.Typer) -> None:
             return
         with console.status("starting Ray (dashboard on 127.0.0.1)…"):
             runner.start_ray(settings, address, num_cpus)
-        problem = runner.fit_problem(cfg, runner.cluster_total())
-        if problem and not address:
-            _fail(problem)
-        if problem:  # a cluster may add nodes on demand: say so, then wait
-            err_console.print(f"[yellow]warning:[/] {problem}")
+        total = runner.cluster_total()
+        if address:  # a cluster may add nodes on demand: say so, then wait
+            problem = runner.fit_problem(cfg, total)
+            if problem:
+                err_console.print(f"[yellow]warning:[/] {problem}")
+        else:  # this machine is all there is: the peak must fit
+            problem = runner.fit_problem(cfg, total, peak=True)
+            if problem:
+                _fail(problem)
         started = time.monotonic()
         last_line = [0.0]
         with console.status("deploying Serve application (loading models)…") as status:

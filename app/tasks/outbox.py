@@ -20,6 +20,7 @@ from app.core import metrics
 from app.storage.clients import Services
 from app.storage.sql import keys
 from app.storage.sql.models import WebhookDelivery, WebhookState
+from app.tasks.waiting import sleep_until_due
 from app.tasks.webhooks import send_once
 
 logger = logging.getLogger("ray.serve")
@@ -49,19 +50,7 @@ class WebhookSender:
             await self._idle_wait()
 
     async def _idle_wait(self) -> None:
-        timeout = self.settings.worker_poll_s
-        try:
-            due = await asyncio.to_thread(self.services.store.next_due)
-        except Exception:
-            due = None
-        if due is not None:
-            until = (due - datetime.now(UTC)).total_seconds() + 0.05
-            # Floor: a due row another replica holds must not make this a busy loop.
-            timeout = max(0.5, min(timeout, until))
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        await sleep_until_due(self.services.store, self._wake, self.settings.worker_poll_s)
 
     async def send_due(self, limit: int = 10) -> int:
         """Send every due message once; returns how many were attempted."""

@@ -22,7 +22,6 @@ import logging
 import os
 import socket
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 from ray.exceptions import RayError
@@ -38,6 +37,7 @@ from app.tasks.model_ids import ModelRegistry
 from app.tasks.options import ProcessingOptions
 from app.tasks.outbox import WebhookSender
 from app.tasks.pipeline import Pipeline
+from app.tasks.waiting import sleep_until_due
 
 logger = logging.getLogger("ray.serve")
 
@@ -130,19 +130,7 @@ class TaskWorker:
 
     async def _idle_wait(self) -> None:
         """Sleep until woken, the next due time in the database, or the fallback poll."""
-        timeout = self.settings.worker_poll_s
-        try:
-            due = await asyncio.to_thread(self.services.store.next_due)
-        except Exception:
-            due = None
-        if due is not None:
-            until = (due - datetime.now(UTC)).total_seconds() + 0.05
-            # Floor: a due row another replica holds must not make this a busy loop.
-            timeout = max(0.5, min(timeout, until))
-        try:
-            await asyncio.wait_for(self._wake.wait(), timeout)
-        except TimeoutError:
-            pass
+        await sleep_until_due(self.services.store, self._wake, self.settings.worker_poll_s)
 
     # --- the loop ---------------------------------------------------------------
 

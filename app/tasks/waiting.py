@@ -10,12 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from datetime import UTC, datetime
 
 from app.storage.clients import Services
 from app.storage.redis.events import EventsUnavailable, subscription
 from app.storage.sql.models import TERMINAL_STATUSES, Task
+from app.storage.sql.tasks import TaskStore
 
 RECHECK_S = 2.0
+
+
+async def sleep_until_due(store: TaskStore, wake: asyncio.Event, poll_s: float) -> None:
+    """Sleep until ``wake`` is set, the next due time in the database, or ``poll_s``."""
+    timeout = poll_s
+    try:
+        due = await asyncio.to_thread(store.next_due)
+    except Exception:
+        due = None
+    if due is not None:
+        until = (due - datetime.now(UTC)).total_seconds() + 0.05
+        # Floor: a due row another replica holds must not make this a busy loop.
+        timeout = max(0.5, min(timeout, until))
+    try:
+        await asyncio.wait_for(wake.wait(), timeout)
+    except TimeoutError:
+        pass
 
 
 async def wait_for_terminal(services: Services, task_id: str, timeout_s: float) -> Task | None:
