@@ -201,14 +201,17 @@ def test_v1_hang_inputs_are_rejected_or_planned(client, body):
 
 
 def _schema_strategy(spec: dict):
-    """Request bodies drawn from POST /v1/plan's own OpenAPI schema: each property gets
-    values inside and just outside its bounds, wrong types, and enum members."""
+    """Request bodies drawn from POST /v1/plan's own OpenAPI schema.
+
+    Half the bodies keep every property inside its bounds (so the planner itself runs),
+    half also use values just outside them, wrong magnitudes and enum members.
+    """
     from hypothesis import strategies as st
 
     props = spec["components"]["schemas"]["PlanInput"]["properties"]
     required = spec["components"]["schemas"]["PlanInput"].get("required", [])
 
-    def for_prop(p: dict):
+    def for_prop(p: dict, strict: bool):
         options = p.get("anyOf", [p])
         strategies = []
         for o in options:
@@ -216,24 +219,34 @@ def _schema_strategy(spec: dict):
             lo = o.get("minimum", o.get("exclusiveMinimum"))
             hi = o.get("maximum", o.get("exclusiveMaximum"))
             if t == "integer":
-                a = int(lo) - 1 if lo is not None else -(10**12)
-                b = int(hi) + 1 if hi is not None else 10**12
-                strategies.append(st.integers(a, b))
+                if strict:
+                    a = int(lo) + ("exclusiveMinimum" in o) if lo is not None else 0
+                    b = int(hi) - ("exclusiveMaximum" in o) if hi is not None else a + 10**6
+                else:
+                    a = int(lo) - 1 if lo is not None else -(10**12)
+                    b = int(hi) + 1 if hi is not None else 10**12
+                strategies.append(st.integers(a, max(a, b)))
             elif t == "number":
-                a = float(lo) if lo is not None else -1e12
-                b = float(hi) if hi is not None else 1e12
-                strategies.append(
-                    st.floats(a, b, allow_nan=False)
-                    | st.floats(allow_nan=False, allow_infinity=False)
+                a = float(lo) if lo is not None else (0.0 if strict else -1e12)
+                b = float(hi) if hi is not None else (a + 1e6 if strict else 1e12)
+                bounded = st.floats(
+                    a,
+                    b,
+                    allow_nan=False,
+                    exclude_min=strict and "exclusiveMinimum" in o,
+                    exclude_max=strict and "exclusiveMaximum" in o,
                 )
+                if not strict:
+                    bounded = bounded | st.floats(allow_nan=False, allow_infinity=False)
+                strategies.append(bounded)
             elif t == "boolean":
                 strategies.append(st.booleans())
             elif t == "string":
                 if "enum" in o:
                     strategies.append(st.sampled_from(o["enum"]))
-                else:
+                elif not strict:
                     strategies.append(st.text(max_size=8))
-            elif t == "null":
+            elif t == "null" and not strict:
                 strategies.append(st.none())
         if "enum" in p:
             strategies.append(st.sampled_from(p["enum"]))
@@ -241,10 +254,13 @@ def _schema_strategy(spec: dict):
             strategies.append(st.just(p["default"]))
         return st.one_of(*strategies) if strategies else st.none()
 
-    return st.fixed_dictionaries(
-        {k: for_prop(v) for k, v in props.items() if k in required},
-        optional={k: for_prop(v) for k, v in props.items() if k not in required},
-    )
+    def bodies(strict: bool):
+        return st.fixed_dictionaries(
+            {k: for_prop(v, strict) for k, v in props.items() if k in required},
+            optional={k: for_prop(v, strict) for k, v in props.items() if k not in required},
+        )
+
+    return bodies(True) | bodies(False)
 
 
 def test_fuzz_plan_from_its_openapi_schema_never_5xx(client):

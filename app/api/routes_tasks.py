@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 from collections.abc import AsyncIterator
 from enum import StrEnum
 from typing import Any
@@ -139,9 +140,10 @@ async def submit_request(
     idem_key = request.headers.get("idempotency-key")
     try:
         check_idempotency_key(idem_key)
-        check_webhook_url(options, services)  # before reading a byte of audio
+        # Off the event loop: the URL check resolves DNS and the audio check walks packets.
+        await asyncio.to_thread(check_webhook_url, options, services)  # before any audio
         data = await load_audio(request_file, options, services)
-        duration = check_audio(data, max_minutes)
+        duration = await asyncio.to_thread(check_audio, data, max_minutes)
         sub = await submit(
             services,
             models_of(request),
@@ -307,8 +309,10 @@ async def delete_task(
     await asyncio.to_thread(_forget_audio, services, task)
     if services.cache is not None and task.audio_sha256:
         try:
-            ids = await models.ids()
-        except Exception:  # models unavailable: the entry expires by its TTL
+            # Any known ids will do, and never wait long: a busy Summarizer must not hold
+            # up a DELETE. Unknown ids: the cached entry expires by its TTL instead.
+            ids = await asyncio.wait_for(models.ids(max_age_s=math.inf), timeout=3)
+        except Exception:
             ids = None
         if ids is not None:
             await asyncio.to_thread(
@@ -370,11 +374,15 @@ async def task_events(task_id: str, request: Request, caller: CallerDep, service
                             if final.status in TERMINAL_STATUSES:
                                 yield _sse("status", task_event(final))
                                 return
-                            if event is None:
-                                if final.status != last_status:
-                                    last_status = final.status
-                                    yield _sse("status", task_event(final))
-                                continue
+                            if event is not None:
+                                # A final event ahead of its row (DELETE of a running task
+                                # announces, then removes): it is still the last word.
+                                yield _sse("status", event)
+                                return
+                            if final.status != last_status:  # a quiet spell: re-read
+                                last_status = final.status
+                                yield _sse("status", task_event(final))
+                            continue
                         status = event.get("status")
                         if status == last_status and "progress" in event:
                             yield _sse("progress", event)

@@ -35,9 +35,9 @@ class ModelRegistry:
             self._info, self._at = info, time.monotonic()
             return info
 
-    async def ids(self) -> dict[str, str]:
+    async def ids(self, max_age_s: float | None = None) -> dict[str, str]:
         """``{"stt": <model id>, "llm": <model id>}`` for cache keys and /v1/models."""
-        info = await self.info()
+        info = await self.info(max_age_s)
         return {"stt": info["stt"]["model"], "llm": info["llm"]["model"]}
 
     def invalidate(self) -> None:
