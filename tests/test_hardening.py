@@ -313,7 +313,7 @@ def keys_off_server(tmp_path_factory):
     authenticator = Authenticator(make_engine(url), required=False)
     api = FastAPI()
     install_error_handlers(api)
-    api.state.services = type("Clients", (), {"authenticator": authenticator})()
+    api.state.authenticator = authenticator
 
     @api.get("/v1/tasks")
     def tasks(caller: Principal = Depends(principal)) -> dict:
@@ -428,3 +428,20 @@ def test_embedded_redis_is_private(tmp_path):
         for path in (tmp_path / "t").iterdir():
             if path.is_file():
                 assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_an_instruction_the_context_cannot_hold_is_refused_at_submission():
+    """422 now, not 202 and three "transient" failures later."""
+    from types import SimpleNamespace
+
+    from app.core.settings import Settings
+    from app.tasks.options import TaskOptions
+    from app.tasks.submit import Refusal, SubmissionError, check_instruction
+
+    small = SimpleNamespace(settings=Settings(llm_context_tokens=1800, llm_max_output_tokens=512))
+    check_instruction(TaskOptions(instruction="focus on decisions"), small)  # fits
+    with pytest.raises(SubmissionError) as refused:
+        check_instruction(TaskOptions(instruction="decisions " * 199), small)
+    assert refused.value.kind is Refusal.INVALID
+    assert refused.value.code == "instruction_too_long"
+    assert "AIPP_LLM_CONTEXT_TOKENS=1800" in refused.value.message

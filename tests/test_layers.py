@@ -24,10 +24,7 @@ LOWER["planner"] = {"core", "speech", "llm", "api"}
 LOWER["cli"] = LOWER["api"] | {"api"}
 
 #: (importing module, imported module) pairs that break the rule today, to be fixed.
-KNOWN: set[tuple[str, str]] = {
-    # Services (storage) builds the API's Authenticator; app/api should build it instead.
-    ("app.storage.clients", "app.api.auth"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _imports(path: Path) -> set[str]:

@@ -32,7 +32,7 @@ def principal(request: Request, authorization: str | None = Header(default=None)
     found = getattr(request.state, "principal", None)  # app/api/guard.py checked it already
     if found is not None:
         return found
-    return services_of(request).authenticator.authenticate(authorization)
+    return request.app.state.authenticator.authenticate(authorization)
 
 
 def pipeline_of(request: Request) -> Pipeline:

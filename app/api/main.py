@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 
 from app import __version__
 from app.api import deps
+from app.api.auth import Authenticator
 from app.api.errors import install_error_handlers
 from app.api.guard import HTTPGuard, depends_on, policy_from
 from app.storage.clients import Services
@@ -29,6 +30,9 @@ def create_app(pipeline: Pipeline, services: Services, runner: object | None = N
     )
     api.state.pipeline = pipeline
     api.state.services = services
+    # API keys are an HTTP concern: built here, not in the storage layer's clients.
+    authenticator = Authenticator(services.engine, services.settings)
+    api.state.authenticator = authenticator
     api.state.settings = services.settings
     api.state.models = ModelRegistry(pipeline.ready, services.settings.model_ids_ttl_s)
     api.state.runner = runner
@@ -52,8 +56,8 @@ def create_app(pipeline: Pipeline, services: Services, runner: object | None = N
     # refused before any route reads a body (app/api/guard.py).
     api.add_middleware(
         HTTPGuard,
-        policy=policy_from(services.settings, services.authenticator.required),
-        authenticator=services.authenticator,
+        policy=policy_from(services.settings, authenticator.required),
+        authenticator=authenticator,
         router=api.router,
         needs_caller=lambda route: depends_on(route, deps.principal),
     )

@@ -37,6 +37,7 @@ from app.tasks.submit import (
     Submission,
     SubmissionError,
     check_idempotency_key,
+    check_instruction,
     check_webhook_url,
     submit,
 )
@@ -141,6 +142,7 @@ async def submit_request(
     try:
         check_idempotency_key(idem_key)
         # Off the event loop: the URL check resolves DNS and the audio check walks packets.
+        check_instruction(options, services)
         await asyncio.to_thread(check_webhook_url, options, services)  # before any audio
         data = await load_audio(request_file, options, services)
         duration = await asyncio.to_thread(check_audio, data, max_minutes)

@@ -1,4 +1,4 @@
-"""The state clients one Ingress or TaskRunner replica needs: database, blobs, Redis, auth."""
+"""The state clients one Ingress or TaskRunner replica needs: database, blobs, Redis."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 
-from app.api.auth import Authenticator
 from app.core.settings import Settings
 from app.storage.blobs import BlobStore
 from app.storage.redis import connect, connect_async
@@ -32,7 +31,6 @@ class Services:
     limiter: RateLimiter | None
     redis: object | None  # redis.Redis (sync)
     aredis: object | None  # redis.asyncio.Redis, for events
-    authenticator: Authenticator
 
     @classmethod
     def from_settings(cls, settings: Settings, migrate: bool = True) -> Services:
@@ -67,5 +65,4 @@ class Services:
             limiter=limiter,
             redis=redis,
             aredis=aredis,
-            authenticator=Authenticator(engine, settings),
         )

@@ -70,6 +70,31 @@ def check_idempotency_key(key: str | None) -> str | None:
         raise SubmissionError(Refusal.BAD_REQUEST, "invalid_idempotency_key", str(exc)) from None
 
 
+# What a summary call needs besides the instruction: the system prompt, the output, and
+# room for at least some transcript (tokens).
+PROMPT_RESERVE_TOKENS = 1024
+
+
+def check_instruction(options: TaskOptions, services: Services) -> None:
+    """Refuse now an instruction the model's context cannot hold (it would fail later).
+
+    Tokens are estimated as UTF-8 bytes / 3, generous for English and most scripts.
+    """
+    if not options.instruction:
+        return
+    settings = services.settings
+    budget = settings.llm_context_tokens - settings.llm_max_output_tokens - PROMPT_RESERVE_TOKENS
+    estimate = len(options.instruction.encode()) // 3
+    if estimate > budget:
+        raise SubmissionError(
+            Refusal.INVALID,
+            "instruction_too_long",
+            f"instruction: about {estimate} tokens; the model's context "
+            f"(AIPP_LLM_CONTEXT_TOKENS={settings.llm_context_tokens}) leaves room for "
+            f"{max(budget, 0)}",
+        )
+
+
 def check_webhook_url(options: TaskOptions, services: Services) -> None:
     """Refuse an internal or malformed webhook_url now, not silently at delivery."""
     if options.webhook_url is None:
@@ -107,6 +132,7 @@ async def submit(
     """Store the audio, create the task (or replay it / answer from the cache), and wake
     the runners. Raises :class:`SubmissionError`."""
     idem_key = check_idempotency_key(idempotency_key)
+    check_instruction(options, services)
     check_webhook_url(options, services)
     ids = await models.ids()
     store = services.store
@@ -213,6 +239,7 @@ __all__ = [
     "Submission",
     "SubmissionError",
     "check_idempotency_key",
+    "check_instruction",
     "check_webhook_url",
     "submit",
 ]
