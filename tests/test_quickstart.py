@@ -75,6 +75,9 @@ def test_readme_quickstart_on_an_empty_home(tmp_path):
         token = home / ".ray" / "auth_token"
         assert token.is_file(), "aipp serve should have created the Ray token"
         assert stat.S_IMODE(token.stat().st_mode) == 0o600
+        data = home / ".local" / "share" / "aipp"  # the database holds webhook secrets
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        assert (home / ".cache" / "aipp").is_dir()  # the GGUF was assembled from scratch
         # The user saw progress while models loaded, then a verdict once every
         # deployment (the Diarizer loads last) is up; /readyz needs only the core path.
         assert "application DEPLOYING" in log.read_text()

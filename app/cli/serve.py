@@ -191,6 +191,7 @@ def _prepare_state(settings: Settings) -> dict[str, str]:
     from app.storage.sql.migrate import upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
+    settings.data_dir.chmod(0o700)  # also narrows a dir an older version left 0755
     env = {"AIPP_DATA_DIR": str(settings.data_dir)}
     try:
         upgrade(settings.effective_database_url)
