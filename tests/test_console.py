@@ -334,7 +334,10 @@ def test_console_upload_watch_read_search_delete(service, api_key, data_dir):
             page.click(f"{row} .task-name")
             page.wait_for_selector("body[data-result=ready]")
             page.get_by_role("button", name="Delete").click()
-            page.wait_for_selector("#view-tasks:not([hidden])")
+            # Back on the list once the DELETE is answered (a DOM check: the list may be
+            # empty, and an empty view has nothing for a visibility wait to see).
+            back = "location.hash === '#/' && !document.getElementById('view-tasks').hidden"
+            _wait_js(page, back)
             page.wait_for_selector(row, state="detached")
             r = httpx.get(
                 f"{base}/v1/tasks/{task_id}", headers={"Authorization": f"Bearer {api_key}"}
