@@ -278,33 +278,20 @@ def build(inp: PlanInput, catalog: Catalog, sc: Scenario = Scenario()) -> Built:
         llm_label = f"{mode_name} {inp.bedrock_model}"
 
         def llm_items(v: int, factor: float = factor, label: str = llm_label) -> list[LineItem]:
+            def tokens(kind: str, per_task: float, usd_per_1k: float) -> LineItem:
+                unit_usd = usd_per_1k * factor * sc.managed_price
+                return LineItem(
+                    name=f"{label} {kind} tokens",
+                    quantity=v * per_task / 1000.0,
+                    unit="1K tokens",
+                    unit_usd=unit_usd,
+                    monthly_usd=v * per_task / 1000.0 * unit_usd,
+                    source=bm.source,
+                )
+
             return [
-                LineItem(
-                    name=f"{label} input tokens",
-                    quantity=v * tin / 1000.0,
-                    unit="1K tokens",
-                    unit_usd=bm.input_usd_per_1k_tokens * factor * sc.managed_price,
-                    monthly_usd=v
-                    * tin
-                    / 1000.0
-                    * bm.input_usd_per_1k_tokens
-                    * factor
-                    * sc.managed_price,
-                    source=bm.source,
-                ),
-                LineItem(
-                    name=f"{label} output tokens",
-                    quantity=v * tout / 1000.0,
-                    unit="1K tokens",
-                    unit_usd=bm.output_usd_per_1k_tokens * factor * sc.managed_price,
-                    monthly_usd=v
-                    * tout
-                    / 1000.0
-                    * bm.output_usd_per_1k_tokens
-                    * factor
-                    * sc.managed_price,
-                    source=bm.source,
-                ),
+                tokens("input", tin, bm.input_usd_per_1k_tokens),
+                tokens("output", tout, bm.output_usd_per_1k_tokens),
             ]
 
         def shared_items() -> list[LineItem]:
