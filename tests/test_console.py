@@ -164,7 +164,9 @@ def _wait_js(page, expression: str, timeout_s: float = 60) -> None:
     deadline = time.monotonic() + timeout_s
     while not page.evaluate(expression):
         if time.monotonic() > deadline:
-            pytest.fail(f"still false after {timeout_s} s: {expression}")
+            shown = page.evaluate("document.body.innerText").replace("\n", " | ")[:1500]
+            where = page.evaluate("location.hash")
+            pytest.fail(f"still false after {timeout_s} s: {expression}\nat {where}: {shown}")
         page.wait_for_timeout(50)
 
 

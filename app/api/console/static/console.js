@@ -76,8 +76,8 @@ function authHeaders(extra = {}) {
   return state.key ? { ...extra, Authorization: `Bearer ${state.key}` } : extra;
 }
 
-async function api(path, { method = "GET", body, headers = {}, raw = false } = {}) {
-  const res = await fetch(path, { method, body, headers: authHeaders(headers) });
+async function api(path, { method = "GET", body, headers = {}, raw = false, signal } = {}) {
+  const res = await fetch(path, { method, body, headers: authHeaders(headers), signal });
   if (res.status === 401) {
     forgetKey("Your API key was not accepted; enter a valid key.");
     throw new ApiError(401, "unauthorized", "API key required");
@@ -317,7 +317,8 @@ async function removeTask(id) {
   }
   state.streams.get(id)?.abort();
   try {
-    await api(`/v1/tasks/${id}`, { method: "DELETE" });
+    // A bounded wait: a DELETE that cannot get through must not leave the page stuck.
+    await api(`/v1/tasks/${id}`, { method: "DELETE", signal: AbortSignal.timeout(20000) });
   } catch (e) {
     if (e.status !== 404) return announce(`Could not delete: ${e.message}`);
   }
@@ -595,6 +596,8 @@ function clearPlayer() {
 
 async function openTask(id, t) {
   clearPlayer();
+  state.current = { id }; // the page's buttons act on this task even before it has loaded
+  delete document.body.dataset.result; // "ready" again only once this task is shown
   showView("task");
   const task = await api(`/v1/tasks/${id}`);
   updateTask(task);
