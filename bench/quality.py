@@ -8,8 +8,9 @@ Two parts, both on recordings nobody on this project made (sources in
   reference per speaker and one headset track per speaker, so WER is the
   concatenated minimum-permutation WER (cpWER) over the four tracks; jfk.flac has
   its one-sentence reference.
-* **Summaries**: the bundled LLM on the transcripts of the phone call and of the
-  AMI meeting mix: share of items whose evidence occurs in the transcript, n-gram
+* **Summaries**: the bundled LLM on the transcripts of the phone call, the AMI
+  meeting mix and a 13-minute W3C community group call (``--long`` adds 43 minutes
+  of W3C task force calls, joined): share of items whose evidence occurs in the transcript, n-gram
   repetition rate, share of action items quoting a commitment, outputs that fail
   the degeneracy checks, and the extractive-fallback rate. ``--legacy PATH`` runs
   an older ``summarize.py`` (e.g. ``git show HEAD:app/llm/summarize.py``) for the
@@ -17,6 +18,7 @@ Two parts, both on recordings nobody on this project made (sources in
 
     python -m bench.quality --stt-models tiny.en,base,small --summaries
     python -m bench.quality --summaries --legacy /tmp/summarize_head.py --json before.json
+    python -m bench.quality --summaries --long --json after.json
 """
 
 from __future__ import annotations
@@ -35,6 +37,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 AMI = REPO / "bench" / "data" / "ami_remote"
 TESTS = REPO / "tests" / "data"
+MEETINGS = TESTS / "meetings"
+TASK_FORCE_CALLS = [
+    MEETINGS / f"w3c_ccg_traceability_{day}.ogg"
+    for day in ("2022-08-09", "2023-06-27", "2023-11-28")
+] + [MEETINGS / "w3c_ccg_2024-01-23.ogg"]
 JFK_REF = (
     "And so my fellow Americans ask not what your country can do for you "
     "ask what you can do for your country"
@@ -137,21 +144,37 @@ def _summarizer(legacy: str | None, max_tokens: int):
     return TranscriptSummarizer(engine, max_output_tokens=max_tokens), False
 
 
-def bench_summaries(stt_model: str, legacy: str | None, max_tokens: int) -> dict:
+def _pcm(paths: list[Path]):
+    """Recordings decoded and joined with two seconds of silence (the tests' 43 minutes)."""
+    import numpy as np
+
+    from app.speech.audio import SAMPLE_RATE, decode
+
+    gap = np.zeros(2 * SAMPLE_RATE, dtype=np.float32)
+    pieces = []
+    for path in paths:
+        pieces += [decode(path.read_bytes()), gap]
+    return np.concatenate(pieces[:-1])
+
+
+def bench_summaries(stt_model: str, legacy: str | None, max_tokens: int, long: bool) -> dict:
     from app.llm import checks
     from app.llm.grounding import TranscriptIndex, has_commitment, segments_from_dicts
 
     stt = _stt(stt_model, True)
-    clips = {
-        "phone_call": TESTS / "phone_call.flac",
-        "ami_meeting_mix": AMI / "mixture.flac",
+    clips: dict[str, list[Path]] = {
+        "phone_call": [TESTS / "phone_call.flac"],
+        "ami_meeting_mix": [AMI / "mixture.flac"],
+        "w3c_ccg_call_13min": [MEETINGS / "w3c_ccg_2024-01-23.ogg"],
     }
+    if long:
+        clips["w3c_task_force_calls_43min"] = TASK_FORCE_CALLS
     summarizer, is_legacy = _summarizer(legacy, max_tokens)
     items = grounded = actions = committed = degenerate = fallback = 0
     repetition: list[float] = []
     per_clip = {}
-    for name, path in clips.items():
-        transcript = stt.transcribe_bytes(path.read_bytes()).transcript
+    for name, paths in clips.items():
+        transcript = stt.transcribe_pcm(_pcm(paths))
         segments = [
             s.model_dump(include={"id", "start", "end", "text"}) for s in transcript.segments
         ]
@@ -184,6 +207,11 @@ def bench_summaries(stt_model: str, legacy: str | None, max_tokens: int) -> dict
         fallback += getattr(s, "method", "llm") == "extractive_fallback"
         repetition.append(max(checks.repeat_rates(s.summary, s.key_points + s.action_items)))
         per_clip[name] = {
+            "minutes": round(transcript.duration_s / 60, 1),
+            "key_points": len(s.key_points),
+            "action_items": len(s.action_items),
+            "chapters": len(getattr(s, "chapters", []) or []),
+            "method": getattr(s, "method", "llm"),
             "transcript": transcript.text,
             "summary": s.model_dump(),
             "problems": problems,
@@ -212,6 +240,7 @@ def main() -> None:
     parser.add_argument("--summary-stt", default="tiny.en", help="STT model for the summaries")
     parser.add_argument("--legacy", help="path of an older summarize.py (the 'before' run)")
     parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--long", action="store_true", help="add the 43 minutes of calls")
     parser.add_argument("--json", help="write the figures here")
     args = parser.parse_args()
     report: dict = {
@@ -221,7 +250,9 @@ def main() -> None:
     if args.stt_models:
         report["stt"] = bench_stt([m for m in args.stt_models.split(",") if m])
     if args.summaries:
-        report["summaries"] = bench_summaries(args.summary_stt, args.legacy, args.max_tokens)
+        report["summaries"] = bench_summaries(
+            args.summary_stt, args.legacy, args.max_tokens, args.long
+        )
         brief = {k: v for k, v in report["summaries"].items() if k != "clips"}
         print(json.dumps(brief, indent=1))
     if args.json:

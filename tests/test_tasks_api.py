@@ -113,6 +113,38 @@ def test_full_lifecycle(client):
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "task_not_found"
 
 
+def test_a_13_minute_meeting_gets_grounded_items_and_chapters(client):
+    """A real community group call through the API, as the user of issue 11 sent theirs."""
+    audio = (DATA / "meetings" / "w3c_ccg_2024-01-23.ogg").read_bytes()
+    resp = submit(client, audio, "w3c_ccg_2024-01-23.ogg")
+    assert resp.status_code == 202, resp.text
+    task = wait_done(client, resp.json()["id"], timeout_s=900)
+    assert task["status"] == "succeeded", task
+    transcript, summary = task["result"]["transcript"], task["result"]["summary"]
+    assert transcript["duration_s"] > 12 * 60
+    from app.llm.grounding import normalize as plain  # lower case, no punctuation
+
+    said = " " + plain(" ".join(s["text"] for s in transcript["segments"])) + " "
+    ids = {s["id"] for s in transcript["segments"]}
+    evidence = summary["key_points_evidence"] + summary["action_items_evidence"]
+    assert summary["key_points"] and len(evidence) == len(summary["key_points"]) + len(
+        summary["action_items"]
+    )
+    for ev in evidence:
+        assert f" {plain(ev['quote'])} " in said, ev
+        assert set(ev["segments"]) <= ids and ev["start"] is not None
+    chapters = summary["chapters"]
+    assert len(chapters) >= 3 and all(c["title"] and c["gist"] for c in chapters)
+    assert chapters[-1]["end"] > transcript["duration_s"] - 120
+    # The Markdown format shows each item with its evidence, then chapters and transcript.
+    md = client.get(f"/v1/tasks/{task['id']}/transcript", params={"format": "md"})
+    assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
+    first = summary["key_points_evidence"][0]
+    assert f"“{first['quote']}”" in md.text
+    assert "## Chapters" in md.text and chapters[0]["title"] in md.text
+    assert md.text.index("## Key points") < md.text.index("## Transcript")
+
+
 def test_sse_reports_each_stage_in_order(client):
     # The service runs one task at a time: a 60 s clip keeps the worker busy, so the
     # second task is still queued when we subscribe.

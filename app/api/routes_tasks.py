@@ -33,6 +33,7 @@ from app.storage.sql.models import TERMINAL_STATUSES, Task, TaskSource, TaskStat
 from app.storage.sql.tasks import BadCursor
 from app.tasks.announce import announce_terminal, publish, task_event
 from app.tasks.options import ProcessingOptions, TaskOptions
+from app.tasks.report import to_markdown
 from app.tasks.submit import (
     Submission,
     SubmissionError,
@@ -234,9 +235,13 @@ class TranscriptFormat(StrEnum):
     json = "json"
     srt = "srt"
     vtt = "vtt"
+    md = "md"  # summary with evidence, chapters, timestamped transcript
 
 
-@router.get("/v1/tasks/{task_id}/transcript", summary="The transcript as txt, json, srt or vtt")
+@router.get(
+    "/v1/tasks/{task_id}/transcript",
+    summary="The transcript as txt, json, srt or vtt; md adds the summary with its evidence",
+)
 def get_transcript(
     task_id: str,
     caller: CallerDep,
@@ -261,6 +266,9 @@ def get_transcript(
         )
     if format is TranscriptFormat.vtt:
         return PlainTextResponse(to_vtt(transcript["segments"], names), media_type="text/vtt")
+    if format is TranscriptFormat.md:
+        title = task.audio_filename or task.audio_url or task.id
+        return PlainTextResponse(to_markdown(task.result, title), media_type="text/markdown")
     if transcript.get("speakers"):
         return PlainTextResponse(speaker_text(Transcript.model_validate(transcript)) + "\n")
     return PlainTextResponse(transcript["text"] + "\n")

@@ -283,6 +283,8 @@ def _print_result(result: dict) -> None:
     body = f"{escape(sm['summary'])}\n"
     if sm.get("method") == "extractive_fallback":
         body += "[dim](extractive: the most central sentences; the LLM failed the checks)[/]\n"
+    elif sm.get("method") == "llm_extractive_points":
+        body += "[dim](some key points are central sentences: the LLM gave too few)[/]\n"
 
     def clock(seconds: float) -> str:
         return f"{int(seconds) // 60:02d}:{int(seconds) % 60:02d}"

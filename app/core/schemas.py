@@ -89,6 +89,8 @@ class Summary(BaseModel):
     method: str = Field(
         "llm",
         description="`llm`, `llm_retry` (the first answer failed the checks), "
+        "`llm_extractive_points` (the LLM's summary; some key points are central transcript "
+        "sentences because the LLM gave too few grounded ones), "
         "`extractive_fallback` (central transcript sentences: the LLM output failed twice) "
         "or `none` (no speech).",
     )

@@ -3,7 +3,9 @@
 The failure modes seen from the bundled 0.5B model on real meetings: one phrase
 repeated ("Meeting transcript is ..." five times), text about the transcript
 instead of its content, long verbatim copies of the input, and empty or one-word
-fields. Each check returns a short problem code; an empty list means "looks sane".
+fields, and names or numbers that nobody said ("a meeting in Chicago" when nobody
+mentioned Chicago). Each check returns a short problem code; an empty list means
+"looks sane".
 """
 
 from __future__ import annotations
@@ -28,6 +30,29 @@ _META_SUBJECT = re.compile(
     r"( \w+)? (is|was|are|were) (straightforward|receiving|clear|short|brief|long|"
     r"about|recorded|ongoing|informal|formal|a (meeting|conversation|call))\b"
 )
+
+
+_WORD = re.compile(r"[\w'’-]+")
+_SENTENCE_START = re.compile(r"(^|[.!?:;]\s+|\n)$")
+
+
+def unsaid_names(text: str, index: TranscriptIndex) -> list[str]:
+    """Capitalized words (not starting a sentence) and numbers that the transcript lacks."""
+    said = index.vocabulary
+    out = []
+    for match in _WORD.finditer(text):
+        word = match.group(0)
+        at_start = _SENTENCE_START.search(text[: match.start()]) is not None
+        named = (word[0].isupper() and not at_start and word.lower() != "i") or any(
+            c.isdigit() for c in word
+        )
+        if not named:
+            continue
+        key = normalize(word).replace(" ", "")
+        stems = {key, key.removesuffix("s"), key.removesuffix("es")}
+        if key and not stems & said:
+            out.append(word)
+    return out
 
 
 def ngram_repeat_rate(texts: list[str], n: int = REPEAT_NGRAM) -> float:
@@ -99,4 +124,6 @@ def problems(
         found.append("meta_text")
     if not extractive and longest_copy(summary, index) > MAX_COPY_WORDS:
         found.append("copied_transcript")
+    if not extractive and unsaid_names(" ".join([summary, *key_points, *action_items]), index):
+        found.append("unsaid_names")
     return found

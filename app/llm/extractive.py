@@ -103,3 +103,19 @@ def first_sentence(text: str, max_words: int = 25) -> str:
     sentence = re.split(r"(?<=[.!?])\s+", text.strip(), maxsplit=1)[0]
     words = sentence.split()
     return " ".join(words[:max_words]) + ("…" if len(words) > max_words else "")
+
+
+def chunk_keywords(chunks: list[list[Seg]], k: int = 3) -> list[list[str]]:
+    """Each chunk's ``k`` most distinctive words (TF-IDF across the chunks), for titles.
+
+    A word must occur at least twice in its chunk: one mention is not a topic.
+    """
+    counts = [Counter(w for s in chunk for w in _tokens(s.text) if len(w) > 3) for chunk in chunks]
+    df = Counter(w for c in counts for w in c)
+    n = len(chunks)
+    out = []
+    for c in counts:
+        scored = [(cnt * math.log(1 + n / df[w]), w) for w, cnt in c.items() if cnt >= 2]
+        scored.sort(key=lambda x: (-x[0], x[1]))
+        out.append([w for _, w in scored[:k]])
+    return out

@@ -1,10 +1,15 @@
 """Check a summary item's evidence against the transcript it claims to come from.
 
-A 0.5B model invents things; we do not trust its items, we verify them. Every key
-point and action item must quote the transcript: the quote has to occur in it
-(ignoring case and punctuation), and the segments it occurs in become the item's
-evidence (ids and timestamps). An item whose quote cannot be found is repaired
-from the longest run of its words that does occur, or dropped.
+A 0.5B model invents things; we do not trust its items, we verify them. The model
+sees the transcript as numbered lines (one sentence each) and cites a line for every
+key point and action item. The service then checks that the item is *supported* by
+the line it cites (or a neighbour: small models miscount by one), that is, the two
+share enough content words; the line's own words become the item's quote, and its
+segment the evidence (ids and timestamps). An item no line supports is dropped.
+
+Answers that quote instead of citing (an OpenAI-compatible endpoint with the older
+prompt) are still accepted: the quote has to occur in the transcript (ignoring case
+and punctuation), or is repaired from its longest occurring run, or dropped.
 """
 
 from __future__ import annotations
@@ -34,6 +39,49 @@ COMMITMENT_CUES = re.compile(
 
 MIN_REPAIR_WORDS = 4  # a shorter surviving run is too weak to call evidence
 MAX_QUOTE_WORDS = 30
+MAX_LINE_WORDS = 30  # a run-on sentence is cut into lines of at most this many words
+
+# Words that carry no topic: support is judged on the others.
+STOPWORDS = frozenset(
+    "a an the and or but so of to in on at for with from by as is are was were be been being "
+    "am i you he she it we they me him her us them my your our their his its this that these "
+    "those there here do does did doing done have has had having not no yes yeah okay ok oh um "
+    "uh mm hmm mhm like just really well right know think what which who whom how when where "
+    "why if then than also very can could would will shall should may might must all any some "
+    "one its im youre thats dont ill well were theyre weve ive id get got go going gonna want "
+    "let lets say said thing things kind sort about into out up down over more most much many "
+    "other such only own same too again further once now even still yet ever speaker speakers "
+    "people person someone something everyone everybody anyone lot way".split()
+)
+_SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ed", "es", "s")
+
+
+def stem(word: str) -> str:
+    """A crude stem (no dependency): enough to match "items"/"item", "cleaning"/"clean"."""
+    for suffix in _SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            word = word[: -len(suffix)]
+            break
+    return word[:7]
+
+
+def content_words(text: str) -> set[str]:
+    return {stem(w) for w in normalize(text).split() if w not in STOPWORDS and len(w) > 2}
+
+
+def support(claim: str, source: str) -> tuple[int, float]:
+    """(shared content words, share of the claim's content words found in the source)."""
+    claim_words = content_words(claim)
+    shared = len(claim_words & content_words(source))
+    return shared, shared / max(1, len(claim_words))
+
+
+def supports(claim: str, source: str, strict: bool = False) -> bool:
+    """Does ``source`` back ``claim``? ``strict`` for a line found by search, not cited."""
+    shared, share = support(claim, source)
+    if strict:
+        return shared >= 3 and share >= 0.5
+    return (shared >= 2 and share >= 0.3) or (shared >= 1 and share >= 0.99)
 
 
 def normalize(text: str) -> str:
@@ -57,6 +105,31 @@ class Seg:
     speaker: str | None = None  # shown to the model ("Speaker 1: ..."), never part of quotes
 
 
+@dataclass(frozen=True)
+class Line:
+    """One numbered line shown to the model: a sentence (or a piece of a run-on one)."""
+
+    n: int
+    seg: Seg
+    text: str
+
+
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?])\s+")
+
+
+def number_lines(segments: list[Seg], max_words: int = MAX_LINE_WORDS) -> list[Line]:
+    """Sentences of all segments, numbered from 1, each at most ``max_words`` words."""
+    lines: list[Line] = []
+    for seg in segments:
+        for sentence in _SENTENCE_SPLIT.split(seg.text.strip()):
+            words = sentence.split()
+            for i in range(0, len(words), max_words):
+                piece = " ".join(words[i : i + max_words])
+                if normalize(piece):
+                    lines.append(Line(len(lines) + 1, seg, piece))
+    return lines
+
+
 class TranscriptIndex:
     """The transcript as one normalized word stream, with a map back to segments."""
 
@@ -71,6 +144,8 @@ class TranscriptIndex:
             owner += [pos] * len(seg_words)
         self.words = words
         self.owner = owner
+        # Every word said, also without a plural or possessive "s" ("Sheila's" ~ "Sheila").
+        self.vocabulary = set(words) | {w[:-1] for w in words if w.endswith("s")}
         # " word word ... " with the char offset where each word starts.
         self.text = " " + " ".join(words) + " "
         self.offsets: list[int] = []
@@ -126,6 +201,16 @@ class TranscriptIndex:
             start=min(starts) if starts else None,
             end=max(ends) if ends else None,
             quote=" ".join(self.words[i:j]),
+        )
+
+    def line_evidence(self, line: Line) -> Evidence:
+        """Evidence for a numbered line: its words as they occur, in its segment."""
+        span = self.find(line.text, near=line.seg.id)
+        if span:
+            return self.evidence(span)
+        words = normalize(line.text).split()[:MAX_QUOTE_WORDS]
+        return Evidence(
+            segments=[line.seg.id], start=line.seg.start, end=line.seg.end, quote=" ".join(words)
         )
 
     def ground(self, quote: str, near: int | None = None) -> tuple[Evidence | None, bool]:

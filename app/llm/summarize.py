@@ -1,12 +1,15 @@
 """Turn a transcript into a summary a person can check, whatever its length.
 
-The model sees numbered segments and must answer with, for every key point and
-action item, the segment it comes from and a verbatim quote. The service then
-verifies: quotes must occur in the transcript (:mod:`app.llm.grounding`),
-action items must quote a commitment, and the whole answer must not be
-degenerate (:mod:`app.llm.checks`). A failed answer is retried once with a
-different prompt and temperature; a second failure falls back to the most
-central transcript sentences (:mod:`app.llm.extractive`), labelled as such.
+The model sees the transcript as numbered lines (one sentence each) and must cite,
+for every key point and action item, the line it comes from. Citing a number costs
+the model a few tokens where copying a quote cost hundreds (a 0.5B model copies
+whole paragraphs and runs out of tokens before the summary). The service then
+verifies (:mod:`app.llm.grounding`): the cited line (or a neighbour) must share
+the item's content words, its words become the quote, action items must cite a
+commitment, and the whole answer must not be degenerate (:mod:`app.llm.checks`).
+A failed answer is retried once with a different prompt and temperature; a second
+failure falls back to the most central transcript sentences
+(:mod:`app.llm.extractive`), labelled as such.
 
 Transcripts longer than one call allows, or long enough to deserve chapters,
 are chunked on segment boundaries with overlap; each chunk is summarized with
@@ -26,12 +29,16 @@ from app.core.schemas import Chapter, Evidence, SummarizeOutput, Summary
 from app.llm import checks, extractive
 from app.llm.engines import LLMEngine
 from app.llm.grounding import (
+    Line,
     Seg,
     TranscriptIndex,
+    content_words,
     has_commitment,
     normalize,
+    number_lines,
     segments_from_dicts,
     segments_from_text,
+    supports,
 )
 
 # The flat prompt of the ungrounded schema; the vLLM batch path still uses it.
@@ -42,20 +49,22 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 GROUNDED_SYSTEM_PROMPT = (
     "You summarize transcripts of recorded speech (meetings, calls, talks). The transcript "
-    "comes as numbered segments: [3] text. Answer in JSON.\n"
+    "comes as numbered lines: [12] text. Answer in JSON.\n"
+    "title (when asked): 2 to 6 words naming the topic the speakers discuss, never just "
+    '"meeting" or "summary".\n'
+    "key_points: the main points. For each: line (the number of the line it comes from) and "
+    "point (one short sentence that reuses the key words of that line).\n"
+    "action_items: ONLY tasks a speaker explicitly commits to or asks someone to do, with "
+    'words like "I\'ll", "we will", "let\'s", "need to", "can you". For each: line (the '
+    "line with those words) and task. Most conversations have no such tasks: then "
+    "action_items is []. Never invent tasks.\n"
     "summary: 2-4 sentences in your own words on what the speakers said: who, what, where, "
     "decisions. Only facts stated in the transcript. Do not describe the transcript, the "
-    "recording or the meeting itself.\n"
-    "key_points: the main points. For each: segment (its number), quote (3 to 12 words copied "
-    "exactly from that segment), point (one short sentence).\n"
-    "action_items: ONLY tasks a speaker explicitly commits to or asks someone to do, with "
-    'words like "I\'ll", "we will", "let\'s", "need to", "can you". For each: segment, '
-    "quote (the exact words with the commitment), task. Most conversations have no such "
-    "tasks: then action_items is []. Never invent tasks."
+    "recording or the meeting itself."
 )
 RETRY_HINT = (
     "Your previous answer was rejected ({problems}). Write about what the speakers actually "
-    "said, with different wording, no repetition, and quotes copied exactly from the segments."
+    "said, with different wording and no repetition; cite the line each item comes from."
 )
 REDUCE_SYSTEM_PROMPT = (
     "You merge summaries of consecutive parts of one recording into one summary of the "
@@ -75,6 +84,15 @@ CHAPTERS_MIN_S = 600.0  # recordings this long get chapters
 CHAPTER_TARGET_S = 300.0  # and chunks of at most this span, one chapter each
 OVERLAP_SEGMENTS = 1  # segments repeated at the start of the next chunk, to keep the thread
 RETRY_TEMPERATURE = 0.7
+MAX_ITEM_WORDS = 30
+MIN_POINTS = 2  # fewer grounded points from the model: central sentences fill up to 3
+EXTRACTIVE_POINTS = "llm_extractive_points"  # method: LLM summary, some points extractive
+# A title made of these words alone names no topic ("Meeting Summary").
+GENERIC_TITLE_WORDS = content_words(
+    "meeting meetings summary summaries call calls discussion discussions overview notes note "
+    "conversation conversations transcript recording part chapter agenda update updates "
+    "introduction introductions session topic topics general weekly team group and of the"
+)
 
 
 def grounded_schema(max_points: int = MAX_POINTS, max_actions: int = MAX_ACTIONS, title=False):
@@ -83,18 +101,18 @@ def grounded_schema(max_points: int = MAX_POINTS, max_actions: int = MAX_ACTIONS
     ``maxItems`` bounds the lists (a small model loops otherwise); no ``maxLength``
     (it blows llama.cpp's sampler stack), ``max_tokens`` bounds length instead.
     """
-    seg = {"type": "integer"}
+    line = {"type": "integer"}
     text = {"type": "string"}
     point = {
         "type": "object",
-        "properties": {"segment": seg, "quote": text, "point": text},
-        "required": ["segment", "quote", "point"],
+        "properties": {"line": line, "point": text},
+        "required": ["line", "point"],
         "additionalProperties": False,
     }
     action = {
         "type": "object",
-        "properties": {"segment": seg, "quote": text, "task": text},
-        "required": ["segment", "quote", "task"],
+        "properties": {"line": line, "task": text},
+        "required": ["line", "task"],
         "additionalProperties": False,
     }
     # Items first, summary last: the model writes the summary after it has picked the
@@ -220,7 +238,7 @@ class TranscriptSummarizer:
         for s in segs:  # a segment bigger than a chunk is cut into word pieces, same id
             for piece in self._pieces(s.text, budget // 2):
                 units.append((Seg(s.id, s.start, s.end, piece, s.speaker), 0))
-        units = [(u, self.engine.count_tokens(render_segment(u)) + 1) for u, _ in units]
+        units = [(u, self.engine.count_tokens(render_lines([u])) + 1) for u, _ in units]
         chunks: list[list[Seg]] = []
         current: list[tuple[Seg, int]] = []
         used = 0
@@ -273,7 +291,8 @@ class TranscriptSummarizer:
             lines.append(f"This part covers {_clock(start)} to {_clock(end)} of the recording.")
         if retry_problems:
             lines.append(RETRY_HINT.format(problems=", ".join(retry_problems)))
-        lines.append("Transcript:\n" + "\n".join(render_segment(s) for s in segs))
+        numbered = number_lines(segs)
+        lines.append("Transcript:\n" + "\n".join(render_line(x) for x in numbered))
         messages = [
             {"role": "system", "content": self.system_prompt},
             {"role": "user", "content": "\n\n".join(lines)},
@@ -282,7 +301,7 @@ class TranscriptSummarizer:
         schema = grounded_schema(3 if retry else MAX_POINTS, 3 if retry else MAX_ACTIONS, title)
         temperature = max(self.temperature, RETRY_TEMPERATURE) if retry else self.temperature
         data = self._generate(messages, schema, temperature, stats)
-        part = ground_answer(data, index, stats)
+        part = ground_answer(data, index, stats, numbered)
         part.start, part.end = start, end
         part.method = "llm_retry" if retry else "llm"
         proposed = len(data.get("key_points") or []) if isinstance(data, dict) else 0
@@ -306,13 +325,13 @@ class TranscriptSummarizer:
             segs, index, instruction, stats, title=title, retry_problems=None
         )
         if not found:
-            return part
+            return with_extractive_points(part, segs, index)
         stats.retries += 1
         part, found = self._attempt(
             segs, index, instruction, stats, title=title, retry_problems=found
         )
         if not found:
-            return part
+            return with_extractive_points(part, segs, index)
         fallback = extractive_part(segs, index)
         fallback.actions = part.actions  # verified: grounded and a commitment
         return fallback
@@ -342,7 +361,7 @@ class TranscriptSummarizer:
                 duration_s = end
             want_chapters = duration_s is not None and duration_s >= self.chapters_min_s
             budget = self.input_budget(instruction)
-            rendered = "\n".join(render_segment(s) for s in segs)
+            rendered = render_lines(segs)
             if self.engine.count_tokens(rendered) <= budget and not want_chapters:
                 summary = to_summary(self._summarize_part(segs, index, instruction, stats))
             else:
@@ -353,7 +372,9 @@ class TranscriptSummarizer:
                     self._summarize_part(p, index, instruction, stats, title=want_chapters)
                     for p in parts_segs
                 ]
-                summary = self._merge(parts, segs, index, instruction, stats, want_chapters)
+                summary = self._merge(parts, segs, index, instruction, stats)
+                if want_chapters:
+                    summary.chapters = chapters_for(parts, parts_segs)
         return SummarizeOutput(
             summary=summary,
             summarize_s=round(time.perf_counter() - t0, 4),
@@ -375,13 +396,16 @@ class TranscriptSummarizer:
         index: TranscriptIndex,
         instruction: str | None,
         stats: SummaryStats,
-        chapters: bool,
     ) -> Summary:
         points = pick_round_robin([p.points for p in parts], MAX_MERGED_POINTS)
         actions = dedup([a for p in parts for a in p.actions])[:MAX_MERGED_ACTIONS]
         text, method = self._reduce_text(parts, segs, index, instruction, stats, points, actions)
-        if method != "extractive_fallback" and any(p.method != "llm" for p in parts):
-            method = "llm_retry"
+        if method != "extractive_fallback":
+            methods = {p.method for p in parts} | {method}
+            if methods & {"extractive_fallback", EXTRACTIVE_POINTS}:
+                method = EXTRACTIVE_POINTS
+            elif "llm_retry" in methods:
+                method = "llm_retry"
         out = Summary(
             summary=text,
             key_points=[p.text for p in points],
@@ -390,8 +414,6 @@ class TranscriptSummarizer:
             action_items_evidence=[a.evidence for a in actions],
             method=method,
         )
-        if chapters:
-            out.chapters = [to_chapter(i, p) for i, p in enumerate(parts, 1) if p.start is not None]
         return out
 
     def _reduce_text(self, parts, segs, index, instruction, stats, points, actions):
@@ -433,8 +455,13 @@ class TranscriptSummarizer:
         return trim_summary(str(data.get("summary") or "")) if isinstance(data, dict) else ""
 
 
-def render_segment(seg: Seg) -> str:
-    return f"[{seg.id}] {seg.speaker}: {seg.text}" if seg.speaker else f"[{seg.id}] {seg.text}"
+def render_line(line: Line) -> str:
+    speaker = line.seg.speaker
+    return f"[{line.n}] {speaker}: {line.text}" if speaker else f"[{line.n}] {line.text}"
+
+
+def render_lines(segs: list[Seg]) -> str:
+    return "\n".join(render_line(x) for x in number_lines(segs))
 
 
 def _span(segs: list[Seg]) -> tuple[float | None, float | None]:
@@ -459,33 +486,74 @@ def parse_json(text: str) -> dict:
     return {}
 
 
-def ground_answer(data: dict, index: TranscriptIndex, stats: SummaryStats) -> Part:
-    """Keep the items whose evidence checks out; repair trimmed quotes, drop the rest."""
+def ground_answer(
+    data: dict, index: TranscriptIndex, stats: SummaryStats, lines: list[Line] | None = None
+) -> Part:
+    """Keep the items a transcript line supports; repair a miscounted citation, drop the rest.
+
+    ``lines``: the numbered lines the model saw; its items cite them by ``line``. An item
+    that quotes instead (``quote``) is grounded on the quote.
+    """
     part = Part(
         summary=trim_summary(str(data.get("summary") or "")), title=str(data.get("title") or "")
     )
+    by_number = {x.n: x for x in lines or []}
     for kind, label in (("key_points", "point"), ("action_items", "task")):
         items = data.get(kind)
         for raw in items if isinstance(items, list) else []:
             if not isinstance(raw, dict):
                 stats.dropped += 1
                 continue
-            text = str(raw.get(label) or "").strip()
-            quote = str(raw.get("quote") or "").strip()
-            near = raw.get("segment") if isinstance(raw.get("segment"), int) else None
-            evidence, repaired = index.ground(quote, near) if quote else (None, False)
-            if evidence is None and text:  # the model may have put the quote in the text
-                evidence, repaired = index.ground(text, near)
-            if evidence is None or (kind == "action_items" and not has_commitment(evidence.quote)):
+            text = extractive.first_sentence(str(raw.get(label) or "").strip(), MAX_ITEM_WORDS)
+            is_action = kind == "action_items"
+            cited = raw.get("line")
+            if isinstance(cited, int) and by_number:
+                evidence, repaired = _ground_on_lines(text, cited, by_number, index, is_action)
+            else:
+                evidence, repaired = _ground_on_quote(raw, text, index)
+            if evidence is None or (is_action and not has_commitment(evidence.quote)):
+                stats.dropped += 1
+                continue
+            if len(normalize(text).split()) < 2:  # one-word text: the quote says more
+                text = evidence.quote
+            if not is_action and len(content_words(text)) < 2:  # "There's a lot going on."
                 stats.dropped += 1
                 continue
             stats.repaired += int(repaired)
-            if len(normalize(text).split()) < 2:  # one-word text: the quote says more
-                text = evidence.quote
-            (part.points if kind == "key_points" else part.actions).append(Item(text, evidence))
+            (part.actions if is_action else part.points).append(Item(text, evidence))
     part.points = dedup(part.points)
     part.actions = dedup(part.actions)
     return part
+
+
+def _ground_on_lines(
+    text: str, cited: int, by_number: dict[int, Line], index: TranscriptIndex, action: bool
+) -> tuple[Evidence | None, bool]:
+    """The cited line if it supports ``text``, else a neighbour, else the best line found."""
+    if not text:
+        return None, False
+
+    def usable(line: Line) -> bool:
+        return not action or has_commitment(line.text)
+
+    for n in (cited, cited - 1, cited + 1, cited - 2, cited + 2):
+        line = by_number.get(n)
+        if line and usable(line) and supports(text, line.text):
+            return index.line_evidence(line), n != cited
+    found = [x for x in by_number.values() if usable(x) and supports(text, x.text, strict=True)]
+    if found:
+        best = max(found, key=lambda x: (len(content_words(text) & content_words(x.text)), -x.n))
+        return index.line_evidence(best), True
+    return None, False
+
+
+def _ground_on_quote(raw: dict, text: str, index: TranscriptIndex):
+    quote = str(raw.get("quote") or "").strip()
+    near = raw.get("segment") if isinstance(raw.get("segment"), int) else None
+    evidence, repaired = index.ground(quote, near) if quote else (None, False)
+    if evidence is None and text:  # the model may have put the quote in the text
+        evidence, repaired = index.ground(text, near)
+    return evidence, repaired
 
 
 def trim_summary(text: str, max_sentences: int = 5) -> str:
@@ -561,8 +629,25 @@ def extractive_part(segs: list[Seg], index: TranscriptIndex) -> Part:
     # The summary: the three most central sentences of all, in transcript order.
     summary = " ".join(s.text for s in extractive.central_segments(segs, 3))
     start, end = _span(segs)
-    title = " ".join(extractive.first_sentence(central[0].text, 6).split()) if central else ""
-    return Part(summary, points, [], title, "extractive_fallback", start, end)
+    # No title: the chapter takes the chunk's keywords (a sentence start names no topic).
+    return Part(summary, points, [], "", "extractive_fallback", start, end)
+
+
+def with_extractive_points(part: Part, segs: list[Seg], index: TranscriptIndex) -> Part:
+    """Fill a part the model left (nearly) without grounded points with central sentences.
+
+    A small model often answers ``key_points: []`` for a long chunk, or cites lines that
+    do not back its points; a reader still needs the chunk's main points. The part's
+    method says so.
+    """
+    if len(part.points) >= MIN_POINTS:
+        return part
+    extra = [p for p in extractive_part(segs, index).points if p.text]
+    filled = dedup(part.points + extra)[: max(MIN_POINTS + 1, len(part.points))]
+    if len(filled) > len(part.points):
+        part.points = sorted(filled, key=lambda i: (i.evidence.start or 0.0, i.evidence.segments))
+        part.method = EXTRACTIVE_POINTS
+    return part
 
 
 def to_summary(part: Part) -> Summary:
@@ -576,10 +661,20 @@ def to_summary(part: Part) -> Summary:
     )
 
 
-def to_chapter(number: int, part: Part) -> Chapter:
-    gist = extractive.first_sentence(part.summary)
-    title = part.title.strip() or " ".join(gist.split()[:6]) or f"Part {number}"
-    return Chapter(start=part.start or 0.0, end=part.end or 0.0, title=title, gist=gist)
+def chapters_for(parts: list[Part], parts_segs: list[list[Seg]]) -> list[Chapter]:
+    """One chapter per chunk: the model's title if it names a topic, else the chunk's keywords."""
+    keywords = extractive.chunk_keywords(parts_segs)
+    out = []
+    for number, (part, words) in enumerate(zip(parts, keywords, strict=True), 1):
+        if part.start is None:
+            continue
+        gist = extractive.first_sentence(part.summary)
+        title = " ".join(part.title.split()[:8])
+        if not content_words(title) - GENERIC_TITLE_WORDS or checks.is_meta(title):
+            title = ", ".join(words).capitalize() if words else ""
+        title = title or " ".join(gist.split()[:6]) or f"Part {number}"
+        out.append(Chapter(start=part.start, end=part.end or part.start, title=title, gist=gist))
+    return out
 
 
 def parse_summary(text: str) -> Summary:
