@@ -19,6 +19,7 @@ Two parts, both on recordings nobody on this project made (sources in
     python -m bench.quality --stt-models tiny.en,base,small --summaries
     python -m bench.quality --summaries --legacy /tmp/summarize_head.py --json before.json
     python -m bench.quality --summaries --long --json after.json
+    python -m bench.quality --score before.json after.json   # both by today's checks
 """
 
 from __future__ import annotations
@@ -233,6 +234,56 @@ def bench_summaries(stt_model: str, legacy: str | None, max_tokens: int, long: b
     }
 
 
+def score_reports(paths: list[str]) -> list[dict]:
+    """Score saved ``--json`` reports with today's checks, so before and after compare fairly.
+
+    Beyond the run's own figures: the share of items that their evidence actually backs
+    (shared content words, :func:`app.llm.grounding.supports`; a quote can occur in the
+    transcript and still say something else), chapter titles that name no topic, and
+    names or numbers in the output that nobody said.
+    """
+    from app.llm import checks
+    from app.llm.grounding import TranscriptIndex, segments_from_text, supports
+    from app.llm.summarize import GENERIC_TITLE_WORDS, content_words
+
+    rows = []
+    for path in paths:
+        clips = json.loads(Path(path).read_text())["summaries"]["clips"]
+        items = backed = titles = generic = unsaid = degenerate = 0
+        for clip in clips.values():
+            s = clip["summary"]
+            index = TranscriptIndex(segments_from_text(clip["transcript"]))
+            pairs = list(zip(s["key_points"], s["key_points_evidence"], strict=False)) + list(
+                zip(s["action_items"], s["action_items_evidence"], strict=False)
+            )
+            items += len(pairs)
+            backed += sum(supports(text, ev["quote"]) for text, ev in pairs)
+            for chapter in s.get("chapters") or []:
+                titles += 1
+                words = content_words(chapter["title"])
+                generic += not (words - GENERIC_TITLE_WORDS) or checks.is_meta(chapter["title"])
+            fields = [s["summary"], *s["key_points"], *s["action_items"]]
+            extractive = s.get("method") == "extractive_fallback"
+            unsaid += bool(not extractive and checks.unsaid_names(" ".join(fields), index))
+            degenerate += bool(
+                checks.problems(s["summary"], s["key_points"], s["action_items"], index, extractive)
+            )
+        rows.append(
+            {
+                "report": path,
+                "clips": len(clips),
+                "items": items,
+                "items_backed_by_their_evidence": round(backed / items, 3) if items else None,
+                "chapter_titles": titles,
+                "generic_or_meta_titles": generic,
+                "outputs_with_unsaid_names": f"{unsaid}/{len(clips)}",
+                "degenerate_outputs_by_todays_checks": f"{degenerate}/{len(clips)}",
+                "seconds": {k: c["seconds"] for k, c in clips.items()},
+            }
+        )
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stt-models", default="", help="e.g. tiny.en,base,small")
@@ -242,7 +293,11 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--long", action="store_true", help="add the 43 minutes of calls")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--score", nargs="+", help="score saved --json reports, run nothing")
     args = parser.parse_args()
+    if args.score:
+        print(json.dumps(score_reports(args.score), indent=1))
+        return
     report: dict = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}"

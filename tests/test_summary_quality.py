@@ -74,7 +74,7 @@ def test_ungrounded_items_and_actions_without_a_commitment_are_dropped():
     answer = {
         "summary": "The team wants a remote with a menu on a small display.",
         "key_points": [
-            {"segment": 0, "quote": "a simple menu on an LCD display", "point": "Menu on LCD"},
+            {"segment": 0, "quote": "a simple menu on an LCD display", "point": "Simple LCD menu"},
             {"segment": 1, "quote": "the meeting was held in Chicago", "point": "In Chicago"},
         ],
         "action_items": [
@@ -85,7 +85,7 @@ def test_ungrounded_items_and_actions_without_a_commitment_are_dropped():
     }
     stats = SummaryStats()
     part = ground_answer(answer, TranscriptIndex(MEETING), stats)
-    assert [p.text for p in part.points] == ["Menu on LCD"]
+    assert [p.text for p in part.points] == ["Simple LCD menu"]
     assert [a.text for a in part.actions] == ["Ask design team"]
     assert part.actions[0].evidence.segments == [2]
     assert stats.dropped == 3
@@ -176,6 +176,18 @@ def test_names_and_numbers_nobody_said_are_caught():
     invented = "Diane and Sheila plan a meeting in Chicago for 2024."
     assert checks.unsaid_names(invented, call) == ["Chicago", "2024"]
     assert "unsaid_names" in checks.problems(invented, [], [], call)
+
+
+def test_a_list_of_headings_is_not_a_summary():
+    """Seen on the 13-minute call: the merge step answered with headings, not prose."""
+    headings = (
+        "Meeting: Code of Ethics Reminder, Ethics Reminder, European Event, Digital Identity "
+        "Conference Europe, April 18 to 19, Registration Open Soon, Any Other Announcements?"
+    )
+    assert checks.is_title_list(headings)
+    assert not checks.is_title_list(
+        "Diane lives in New Jersey and Sheila in Texas; both grew up in Chicago, Illinois."
+    )
 
 
 def test_textrank_prefers_the_central_sentence():

@@ -55,6 +55,24 @@ def unsaid_names(text: str, index: TranscriptIndex) -> list[str]:
     return out
 
 
+def is_title_list(text: str) -> bool:
+    """A list of headings ("Meeting: Code of Ethics Reminder, European Event, ...").
+
+    Prose capitalizes sentence starts and names; a run of Title Case headings capitalizes
+    most words. Judged on texts of eight words or more.
+    """
+    words = [m for m in _WORD.finditer(text) if m.group(0)[0].isalpha()]
+    if len(words) < 8:
+        return False
+    inner = [
+        m.group(0)
+        for m in words
+        if _SENTENCE_START.search(text[: m.start()]) is None and m.group(0).lower() != "i"
+    ]
+    capitals = sum(w[0].isupper() for w in inner)
+    return capitals > 0.5 * max(1, len(inner))
+
+
 def ngram_repeat_rate(texts: list[str], n: int = REPEAT_NGRAM) -> float:
     """Share of word n-grams (within each text, over all texts) that already occurred."""
     grams: list[tuple[str, ...]] = []
@@ -126,4 +144,6 @@ def problems(
         found.append("copied_transcript")
     if not extractive and unsaid_names(" ".join([summary, *key_points, *action_items]), index):
         found.append("unsaid_names")
+    if not extractive and is_title_list(summary):
+        found.append("not_prose")
     return found

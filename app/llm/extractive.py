@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-from app.llm.grounding import Seg, normalize
+from app.llm.grounding import Seg, content_words, normalize
 
 # Fillers carry no topic; without them "yeah okay" sentences look central.
 _STOP = set(
@@ -26,6 +26,7 @@ _STOP = set(
     "would will shall should may might must all any some one two its im youre thats dont".split()
 )
 MIN_WORDS = 5
+MIN_TOPIC_WORDS = 3  # "well, there's a lot of things that we talk about" has one ("things")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 
@@ -80,14 +81,17 @@ def sentences(segments: list[Seg]) -> list[Seg]:
 def central_segments(segments: list[Seg], k: int) -> list[Seg]:
     """The ``k`` most central substantive sentences, in transcript order.
 
-    Sentences with fewer than ``MIN_WORDS`` words ("Hello.", "Yeah.") and repeats are
-    left out: they are not what a reader needs, however often they occur.
+    Sentences with fewer than ``MIN_WORDS`` words ("Hello.", "Yeah.") or fewer than
+    ``MIN_TOPIC_WORDS`` words that are not fillers, and repeats, are left out: they are
+    not what a reader needs, however often they occur.
     """
     pool: list[Seg] = []
     seen: set[str] = set()
     for s in sentences(segments):
         key = normalize(s.text)
-        if len(key.split()) >= MIN_WORDS and key not in seen:
+        topic_words = len(content_words(s.text))
+        substantive = len(key.split()) >= MIN_WORDS and topic_words >= MIN_TOPIC_WORDS
+        if substantive and key not in seen:
             seen.add(key)
             pool.append(s)
     if not pool:

@@ -85,6 +85,7 @@ CHAPTER_TARGET_S = 300.0  # and chunks of at most this span, one chapter each
 OVERLAP_SEGMENTS = 1  # segments repeated at the start of the next chunk, to keep the thread
 RETRY_TEMPERATURE = 0.7
 MAX_ITEM_WORDS = 30
+MIN_POINT_WORDS = 3  # content words a key point needs to say anything ("Hopefully that works.")
 MIN_POINTS = 2  # fewer grounded points from the model: central sentences fill up to 3
 EXTRACTIVE_POINTS = "llm_extractive_points"  # method: LLM summary, some points extractive
 # A title made of these words alone names no topic ("Meeting Summary").
@@ -238,7 +239,7 @@ class TranscriptSummarizer:
         for s in segs:  # a segment bigger than a chunk is cut into word pieces, same id
             for piece in self._pieces(s.text, budget // 2):
                 units.append((Seg(s.id, s.start, s.end, piece, s.speaker), 0))
-        units = [(u, self.engine.count_tokens(render_lines([u])) + 1) for u, _ in units]
+        units = [(u, self._tokens(u)) for u, _ in units]
         chunks: list[list[Seg]] = []
         current: list[tuple[Seg, int]] = []
         used = 0
@@ -261,6 +262,11 @@ class TranscriptSummarizer:
         if current and (not chunks or len(current) > OVERLAP_SEGMENTS):
             chunks.append([u for u, _ in current])
         return chunks
+
+    def _tokens(self, seg: Seg) -> int:
+        """Tokens of a segment as the model sees it: numbered lines, counted here from 1,
+        so each line gets two tokens of room for the longer number it has in its chunk."""
+        return self.engine.count_tokens(render_lines([seg])) + 2 * len(number_lines([seg])) + 1
 
     # -- one call ---------------------------------------------------------------------
 
@@ -516,7 +522,7 @@ def ground_answer(
                 continue
             if len(normalize(text).split()) < 2:  # one-word text: the quote says more
                 text = evidence.quote
-            if not is_action and len(content_words(text)) < 2:  # "There's a lot going on."
+            if not is_action and len(content_words(text)) < MIN_POINT_WORDS:  # "Make sense."
                 stats.dropped += 1
                 continue
             stats.repaired += int(repaired)
