@@ -15,7 +15,7 @@ from collections import Counter
 
 import numpy as np
 
-from app.llm.grounding import Seg, content_words, normalize
+from app.llm.grounding import STOPWORDS, Seg, content_words, normalize
 
 # Fillers carry no topic; without them "yeah okay" sentences look central.
 _STOP = set(
@@ -109,12 +109,16 @@ def first_sentence(text: str, max_words: int = 25) -> str:
     return " ".join(words[:max_words]) + ("…" if len(words) > max_words else "")
 
 
+def _topic_words(text: str) -> list[str]:
+    return [w for w in _tokens(text) if len(w) > 3 and w not in STOPWORDS]
+
+
 def chunk_keywords(chunks: list[list[Seg]], k: int = 3) -> list[list[str]]:
     """Each chunk's ``k`` most distinctive words (TF-IDF across the chunks), for titles.
 
     A word must occur at least twice in its chunk: one mention is not a topic.
     """
-    counts = [Counter(w for s in chunk for w in _tokens(s.text) if len(w) > 3) for chunk in chunks]
+    counts = [Counter(w for s in chunk for w in _topic_words(s.text)) for chunk in chunks]
     df = Counter(w for c in counts for w in c)
     n = len(chunks)
     out = []

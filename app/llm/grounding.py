@@ -51,7 +51,8 @@ STOPWORDS = frozenset(
     "one its im youre thats dont ill well were theyre weve ive id get got go going gonna want "
     "let lets say said thing things kind sort about into out up down over more most much many "
     "other such only own same too again further once now even still yet ever speaker speakers "
-    "people person someone something everyone everybody anyone lot way".split()
+    "people person someone something everyone everybody anyone lot way because first then "
+    "maybe actually remember guess sure yes".split()
 )
 _SUFFIXES = ("ations", "ation", "ings", "ing", "ies", "ed", "es", "s")
 

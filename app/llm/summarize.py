@@ -667,6 +667,21 @@ def to_summary(part: Part) -> Summary:
     )
 
 
+_PROMPTS = f" {normalize(GROUNDED_SYSTEM_PROMPT + ' ' + REDUCE_SYSTEM_PROMPT)} "
+
+
+def names_a_topic(title: str) -> bool:
+    """Not generic ("Meeting Summary"), not one word, not meta, not the prompt echoed back.
+
+    Seen from the 0.5B model: "2 to 6 words naming the topic the", "Thanks".
+    """
+    words = normalize(title).split()
+    if len(words) < 2 or not content_words(title) - GENERIC_TITLE_WORDS:
+        return False
+    echo = any(f" {' '.join(words[i : i + 3])} " in _PROMPTS for i in range(len(words) - 2))
+    return not echo and not checks.is_meta(title)
+
+
 def chapters_for(parts: list[Part], parts_segs: list[list[Seg]]) -> list[Chapter]:
     """One chapter per chunk: the model's title if it names a topic, else the chunk's keywords."""
     keywords = extractive.chunk_keywords(parts_segs)
@@ -676,7 +691,7 @@ def chapters_for(parts: list[Part], parts_segs: list[list[Seg]]) -> list[Chapter
             continue
         gist = extractive.first_sentence(part.summary)
         title = " ".join(part.title.split()[:8])
-        if not content_words(title) - GENERIC_TITLE_WORDS or checks.is_meta(title):
+        if not names_a_topic(title):
             title = ", ".join(words).capitalize() if words else ""
         title = title or " ".join(gist.split()[:6]) or f"Part {number}"
         out.append(Chapter(start=part.start, end=part.end or part.start, title=title, gist=gist))
