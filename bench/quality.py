@@ -239,12 +239,13 @@ def score_reports(paths: list[str]) -> list[dict]:
 
     Beyond the run's own figures: the share of items that their evidence actually backs
     (shared content words, :func:`app.llm.grounding.supports`; a quote can occur in the
-    transcript and still say something else), chapter titles that name no topic, and
+    transcript and still say something else), chapter titles that name no topic
+    (generic, meta, one word, or the prompt echoed back: :func:`names_a_topic`), and
     names or numbers in the output that nobody said.
     """
     from app.llm import checks
     from app.llm.grounding import TranscriptIndex, segments_from_text, supports
-    from app.llm.summarize import GENERIC_TITLE_WORDS, content_words
+    from app.llm.summarize import names_a_topic
 
     rows = []
     for path in paths:
@@ -260,8 +261,7 @@ def score_reports(paths: list[str]) -> list[dict]:
             backed += sum(supports(text, ev["quote"]) for text, ev in pairs)
             for chapter in s.get("chapters") or []:
                 titles += 1
-                words = content_words(chapter["title"])
-                generic += not (words - GENERIC_TITLE_WORDS) or checks.is_meta(chapter["title"])
+                generic += not names_a_topic(chapter["title"])
             fields = [s["summary"], *s["key_points"], *s["action_items"]]
             extractive = s.get("method") == "extractive_fallback"
             unsaid += bool(not extractive and checks.unsaid_names(" ".join(fields), index))
@@ -275,7 +275,7 @@ def score_reports(paths: list[str]) -> list[dict]:
                 "items": items,
                 "items_backed_by_their_evidence": round(backed / items, 3) if items else None,
                 "chapter_titles": titles,
-                "generic_or_meta_titles": generic,
+                "titles_naming_no_topic": generic,
                 "outputs_with_unsaid_names": f"{unsaid}/{len(clips)}",
                 "degenerate_outputs_by_todays_checks": f"{degenerate}/{len(clips)}",
                 "seconds": {k: c["seconds"] for k, c in clips.items()},

@@ -354,6 +354,7 @@ def test_a_13_minute_community_call_gets_grounded_items_and_chapters(stt, engine
     assert_meeting_summary(out, segments, transcript.duration_s, min_chapters=3)
 
 
+@pytest.mark.timeout(1800)  # about 8 minutes on an idle 2-core machine
 def test_43_minutes_of_calls_stay_coherent_with_chapters(stt, engine):
     transcript = stt.transcribe_pcm(_meeting_pcm(TASK_FORCE_CALLS))
     assert transcript.duration_s > 40 * 60

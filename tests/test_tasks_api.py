@@ -113,6 +113,7 @@ def test_full_lifecycle(client):
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "task_not_found"
 
 
+@pytest.mark.timeout(1200)
 def test_a_13_minute_meeting_gets_grounded_items_and_chapters(client):
     """A real community group call through the API, as the user of issue 11 sent theirs."""
     audio = (DATA / "meetings" / "w3c_ccg_2024-01-23.ogg").read_bytes()
