@@ -269,6 +269,23 @@ def test_chunks_follow_segments_overlap_and_respect_the_budget(engine):
         assert c[-1].end - c[0].start <= 90 + 20
 
 
+def test_a_few_seconds_of_goodbyes_do_not_become_a_chunk_of_their_own(engine):
+    """43 minutes of calls once ended in a 5-second chunk, and so a chapter titled "Thanks"."""
+    segs = [
+        Seg(i, 20.0 * i, 20.0 * i + 20, f"Part {i} of the talk: " + "words " * 30)
+        for i in range(10)
+    ] + [Seg(10, 200.0, 202.0, "Thanks.")]
+    summarizer = TranscriptSummarizer(engine, max_output_tokens=200)
+    chunks = summarizer.chunk(segs, budget=200)
+    assert [s.id for s in chunks[-1]][-1] == 10
+    assert len(chunks[-1]) >= 3, [[s.id for s in c] for c in chunks]
+    assert {s.id for c in chunks for s in c} == set(range(11))
+    for a, b in zip(chunks, chunks[1:], strict=False):
+        assert b[0].id == a[-1].id
+    for c in chunks:
+        assert sum(summarizer._tokens(s) for s in c) <= 200
+
+
 def test_phone_call_gets_grounded_items_and_no_invented_actions(stt, engine):
     transcript = stt.transcribe_bytes(PHONE_CALL.read_bytes()).transcript
     assert "chicago" in transcript.text.lower()

@@ -242,6 +242,7 @@ class TranscriptSummarizer:
         units = [(u, self._tokens(u)) for u, _ in units]
         chunks: list[list[Seg]] = []
         current: list[tuple[Seg, int]] = []
+        carry: list[tuple[Seg, int]] = []
         used = 0
         for unit, n in units:
             span_full = (
@@ -261,6 +262,9 @@ class TranscriptSummarizer:
             used += n
         if current and (not chunks or len(current) > OVERLAP_SEGMENTS):
             chunks.append([u for u, _ in current])
+            new_text = sum(n for _, n in current[len(carry) :])
+            if len(chunks) > 1 and len(carry) == OVERLAP_SEGMENTS and new_text < budget // 4:
+                chunks[-2:] = _rebalance(*chunks[-2:], budget, max_span_s, self._tokens)
         return chunks
 
     def _tokens(self, seg: Seg) -> int:
@@ -668,6 +672,31 @@ def to_summary(part: Part) -> Summary:
 
 
 _PROMPTS = f" {normalize(GROUNDED_SYSTEM_PROMPT + ' ' + REDUCE_SYSTEM_PROMPT)} "
+
+
+def _rebalance(
+    before: list[Seg], last: list[Seg], budget: int, max_span_s: float | None, tokens
+) -> list[list[Seg]]:
+    """Split the last two chunks evenly, so a few seconds of goodbyes are not a chapter.
+
+    Seen on 43 minutes of calls: a 5-second last chunk became the chapter "Thanks".
+    Keeps the two chunks as they were when an even split would not fit.
+    """
+    units = before + last[OVERLAP_SEGMENTS:]
+    counts = [tokens(s) for s in units]
+    half, used, cut = sum(counts) / 2, 0, len(units)
+    for i, n in enumerate(counts):
+        if used + n > half and i > OVERLAP_SEGMENTS:
+            cut = i
+            break
+        used += n
+    split = [units] if cut == len(units) else [units[:cut], units[cut - OVERLAP_SEGMENTS :]]
+    for part in split:
+        start, end = _span(part)
+        too_long = max_span_s is not None and None not in (start, end) and end - start > max_span_s
+        if too_long or sum(tokens(s) for s in part) > budget:
+            return [before, last]
+    return split
 
 
 def names_a_topic(title: str) -> bool:
