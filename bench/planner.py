@@ -2,7 +2,8 @@
 
 Runs, in one process and one run:
 - the seed example, 20 times (median);
-- fixed worst cases (10^9 tasks, every pool, both layouts, HA, spot);
+- fixed worst cases (10^9 tasks, every pool, both layouts, HA, spot, H100 steps, the
+  issue-27 cases, issue 26's subnormal);
 - N random bodies drawn from the endpoint's own OpenAPI schema (the fuzz test's
   generator), reporting max and p95 wall time and the largest work-unit count;
 - the baseline: GET /v1/plan/options through the same client, so the ratio says what
@@ -44,7 +45,26 @@ WORST = [
         "diarize": True,
         "diarizer_device": "gpu",
     },
-    {"tasks_per_month": 1, "avg_minutes": 0.0001, "p95_minutes": 0.5, "duration_cv": 4},
+    {"tasks_per_month": 1, "avg_minutes": 0.01, "p95_minutes": 0.5, "duration_cv": 4},
+    # issue 27: the greedy-sizing counterexample and the 98 %-busy packed layout
+    {
+        "tasks_per_month": 326_100,
+        "avg_minutes": 20,
+        "peak_factor": 1.5,
+        "duration_cv": 1,
+        "p95_minutes": 5,
+    },
+    {
+        "tasks_per_month": 243_000,
+        "avg_minutes": 20,
+        "peak_factor": 1.5,
+        "llm_model": "qwen2.5-7b-instruct-awq",
+        "packing": "packed",
+    },
+    # H100 nodes hold 8 GPUs: big cost steps, many cheaper windows to resolve
+    {"tasks_per_month": 2_000_000, "avg_minutes": 45, "gpu": "H100", "spot_share": 0.5},
+    # issue 26: the smallest subnormal (a 422 now, a 500 in v2)
+    {"tasks_per_month": 10, "avg_minutes": 5e-324},
 ]
 
 
@@ -58,7 +78,7 @@ def main() -> None:
     from hypothesis import HealthCheck, given, settings
 
     from app.api.errors import install_error_handlers
-    from app.planner.api import router
+    from app.api.routes_planner import router
     from app.planner.presets import PRESETS
     from bench.overhead import machine
     from tests.test_planner_api import _schema_strategy

@@ -20,6 +20,12 @@ Two parts, both on recordings nobody on this project made (sources in
     python -m bench.quality --summaries --legacy /tmp/summarize_head.py --json before.json
     python -m bench.quality --summaries --long --json after.json
     python -m bench.quality --score before.json after.json   # both by today's checks
+
+Against human references (QMSum, train and val splits only): ``--qmsum`` runs
+:mod:`bench.qmsum` with the arguments that follow it (ROUGE, boundary F1, verbatim share,
+the first-N-words baseline and git HEAD's summarizer in the same run):
+
+    python -m bench.quality --qmsum --split val --systems previous,current
 """
 
 from __future__ import annotations
@@ -285,6 +291,12 @@ def score_reports(paths: list[str]) -> list[dict]:
 
 
 def main() -> None:
+    if "--qmsum" in sys.argv:  # the human-reference benchmark has its own arguments
+        from bench import qmsum
+
+        sys.argv = [a for a in sys.argv if a != "--qmsum"]
+        qmsum.main()
+        return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stt-models", default="", help="e.g. tiny.en,base,small")
     parser.add_argument("--summaries", action="store_true")

@@ -14,7 +14,7 @@ from app.core.logs import get_logger, log_context
 from app.core.schemas import DiarizeOutput
 from app.core.settings import get_settings
 from app.speech.diarize import DiarizeOptions
-from app.speech.diarize import Diarizer as Engine
+from app.speech.engines import DiarizationEngine, diarization_engine
 
 logger = logging.getLogger("ray.serve")
 log = get_logger()
@@ -25,19 +25,16 @@ class Diarizer:
     def __init__(self, threads: int | None = None) -> None:
         settings = get_settings()
         self.max_duration_s = settings.max_audio_minutes * 60
-        self.engine = Engine(threads=threads)
+        self.engine: DiarizationEngine = diarization_engine(threads)
         logger.info("Diarizer ready: %s", self.engine.model_name)
 
-    def diarize(self, audio: bytes, options: dict | None = None) -> DiarizeOutput:
-        """Sync: Serve runs it in a thread; torch releases the GIL while it computes.
-
-        ``options`` holds DiarizeOptions fields, plus an optional ``task_id`` for the logs.
-        """
-        options = dict(options or {})
-        task_id = options.pop("task_id", None)
+    def diarize(
+        self, audio: bytes, options: DiarizeOptions | None = None, task_id: str | None = None
+    ) -> DiarizeOutput:
+        """Sync: Serve runs it in a thread; torch releases the GIL while it computes."""
         with log_context(task_id=task_id):
             out = self.engine.diarize_bytes(
-                audio, DiarizeOptions(**options), max_duration_s=self.max_duration_s
+                audio, options or DiarizeOptions(), max_duration_s=self.max_duration_s
             )
             log.info(
                 "diarized by %s: %d speakers, %d turns (decode %.3fs, diarize %.3fs)",

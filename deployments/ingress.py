@@ -1,8 +1,8 @@
 """Ingress deployment: the FastAPI app, and nothing else.
 
-It authenticates, validates, stores uploads and task rows, and answers
-reads; the work itself is done by the TaskRunner deployment, which it wakes
-over Redis (or through its handle when Redis is not configured). It keeps
+It translates HTTP to the task layer's door (submit, read, follow, delete);
+the work itself is done by the TaskRunner deployment, which the door wakes
+over Redis (or through its handle when no runner heard). It keeps
 handles to the model deployments for the synchronous OpenAI-compatible routes
 and readiness.
 """
@@ -14,7 +14,8 @@ from ray.serve.handle import DeploymentHandle
 
 from app.api.main import create_app
 from app.core.settings import get_settings
-from app.storage.clients import Services
+from app.tasks.door import TaskDoor
+from app.tasks.model_ids import ModelRegistry
 from app.tasks.pipeline import Pipeline
 
 
@@ -28,10 +29,22 @@ class Ingress:
         runner: DeploymentHandle | None = None,
         diarizer: DeploymentHandle | None = None,
     ) -> None:
+        settings = get_settings()
         self.pipeline = Pipeline(transcriber, summarizer, diarizer)
-        self.services = Services.from_settings(get_settings())
-        self.runner = runner
+        models = ModelRegistry(self.pipeline.ready, settings.model_ids_ttl_s)
+        self.door = TaskDoor.from_settings(settings, models, self._waker(runner))
+
+    @staticmethod
+    def _waker(runner: DeploymentHandle | None):
+        """Wake a TaskRunner through its handle when no runner heard Redis (or no Redis)."""
+        if runner is None:
+            return None
+
+        async def wake() -> None:
+            runner.wake.remote()
+
+        return wake
 
     def __serve_build_asgi_app__(self):
         # Built on the replica, after __init__, so routes reach the handles directly.
-        return create_app(self.pipeline, self.services, runner=self.runner)
+        return create_app(self.pipeline, self.door)

@@ -17,7 +17,6 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from app.core.settings import get_settings
-from app.storage.clients import Services
 from app.tasks.pipeline import Pipeline
 from app.tasks.runner import TaskWorker
 
@@ -33,8 +32,8 @@ class TaskRunner:
         diarizer: DeploymentHandle | None = None,
     ) -> None:
         # async: Serve runs it on the replica's event loop, where the loops must live.
-        services = await asyncio.to_thread(Services.from_settings, get_settings())
-        self.worker = TaskWorker(services, Pipeline(transcriber, summarizer, diarizer))
+        pipeline = Pipeline(transcriber, summarizer, diarizer)
+        self.worker = await asyncio.to_thread(TaskWorker.from_settings, get_settings(), pipeline)
         self.worker.start()
         logger.info("TaskRunner %s started", self.worker.worker_id)
 

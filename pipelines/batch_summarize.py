@@ -23,189 +23,19 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import sys
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from datetime import UTC, datetime
 
 from app.core.settings import Settings, get_settings
+from app.core.task_vocabulary import TaskStatus
+from pipelines.batch_plan import IO_TASK_CPUS, BatchError, BatchOptions, Plan, make_plan
 from pipelines.results import RESULT_COLUMNS, Done, ResultStore, new_run_id, normalize
-from pipelines.sources import DEFAULT_EXTENSIONS, list_audio
+from pipelines.sources import list_audio
 from pipelines.stages import REUSED, UNCHANGED, fail
 
 REPORT_PREFIX = "BATCH_REPORT "
-IO_TASK_CPUS = 0.25  # read + decode: short, mostly I/O and FFmpeg
-LLAMA_ACTOR_MEMORY = 1.5 * 2**30  # 0.5B Q4 GGUF + context; caps the pool by node memory
-
-
-class BatchError(RuntimeError):
-    """A problem with the job's arguments or environment (not with one file)."""
-
-
-@dataclass
-class BatchOptions:
-    input: str
-    output: str
-    format: str = "parquet"
-    extensions: tuple[str, ...] = DEFAULT_EXTENSIONS
-    force: bool = False
-    limit: int | None = None
-    address: str | None = None
-    num_cpus: int | None = None  # logical CPUs of a local Ray this job starts
-    device: str = "auto"  # auto | cpu | gpu
-    summarizer: str = "auto"  # auto | actor | vllm
-    stt_actors: int | None = None
-    llm_actors: int | None = None
-    stt_threads: int | None = None
-    llm_threads: int | None = None
-    gpu_fraction: float = 0.5  # of each GPU for a Whisper actor; the LLM gets the rest
-    gpus: int | None = None  # GPUs to plan for with --device gpu (autoscaled clusters)
-    io_tasks: int | None = None
-    llm_batch_size: int = 32  # rows per vLLM processor batch (GPU)
-    language: str | None = None
-    instruction: str | None = None
-    diarize: bool = False  # who spoke when: a Diarize stage before Transcribe
-    min_speakers: int | None = None
-    max_speakers: int | None = None
-    rows_per_file: int = 64
-    flush_interval_s: float = 30.0
-    record_tasks: bool | None = None  # None: on when AIPP_DATABASE_URL is set
-    tenant: str = "batch"
-    quiet: bool = False
-    settings: Settings | None = field(default=None, repr=False)
-
-
-@dataclass
-class Plan:
-    device: str
-    summarizer: str
-    stt_actors: int
-    stt_threads: int
-    stt_num_cpus: float
-    stt_num_gpus: float
-    llm_actors: int
-    llm_threads: int
-    llm_num_cpus: float
-    llm_num_gpus: float
-    io_tasks: int
-    shortfall: str | None = None  # what the pools need beyond the free resources
-
-    def describe(self) -> str:
-        gpu = lambda g: f", {g:g} GPU" if g else ""  # noqa: E731
-        return (
-            f"device={self.device} | Whisper: {self.stt_actors} actor(s) x "
-            f"{self.stt_threads or 'auto'} thread(s){gpu(self.stt_num_gpus)} | summary "
-            f"({self.summarizer}): {self.llm_actors} x {self.llm_threads or 'auto'} thread(s)"
-            f"{gpu(self.llm_num_gpus)} | read/decode: {self.io_tasks} task(s)"
-        )
-
-
-def make_plan(
-    opts: BatchOptions, settings: Settings, resources: dict, pending: int, local_cores: int | None
-) -> Plan:
-    """Size the actor pools from the cluster's free resources (each flag overrides).
-
-    CPU: the LLM costs several times Whisper per file, so one Whisper actor per
-    8 CPUs and one single-threaded llama.cpp actor per remaining CPU (engines side
-    by side keep every core busy while tokens are generated one at a time). The
-    read/decode tasks always keep their share, or they could never be scheduled
-    once the actors hold every CPU. GPU: each GPU holds one
-    Whisper actor (``gpu_fraction``) and one vLLM engine (the rest).
-
-    ``--device gpu`` plans for ``opts.gpus`` GPUs (default: those free, at least one)
-    even when none is free yet: on an autoscaled cluster the GPU groups start at zero,
-    and only actors that ask for GPUs make the autoscaler add GPU nodes. The plan's
-    ``shortfall`` then says what it waits for. A local Ray we started gets no GPUs
-    by waiting, so there it is an error.
-    """
-    cpus = float(resources.get("CPU", 0.0))
-    gpus = float(resources.get("GPU", 0.0))
-    if opts.gpus is not None and opts.device != "gpu":
-        raise BatchError("--gpus needs --device gpu")
-    if opts.device == "gpu" and gpus < 1 and (local_cores or not opts.gpus):
-        raise BatchError(
-            "--device gpu, but the Ray cluster has no free GPU"
-            + ("" if local_cores else "; pass --gpus N to wait for N from the autoscaler")
-        )
-    if opts.device == "gpu" and opts.gpus:
-        gpus_planned = float(opts.gpus)
-    else:
-        gpus_planned = gpus
-    use_gpu = opts.device == "gpu" or (opts.device == "auto" and gpus >= 1)
-    summarizer = opts.summarizer
-    if summarizer == "auto":
-        summarizer = "vllm" if use_gpu and settings.llm_engine == "vllm" else "actor"
-    if summarizer == "vllm" and not (use_gpu and settings.llm_engine == "vllm"):
-        raise BatchError("--summarizer vllm needs GPUs and AIPP_LLM_ENGINE=vllm")
-    if not 0 < opts.gpu_fraction < 1:
-        raise BatchError("--gpu-fraction must be between 0 and 1")
-    io_tasks = opts.io_tasks or max(2, min(8, int(cpus // 4)))
-    free = max(1.0, cpus - io_tasks * IO_TASK_CPUS)
-
-    stt_threads = opts.stt_threads or settings.stt_cpu_threads or (0 if use_gpu else 1)
-    llm_threads = opts.llm_threads or settings.llm_threads or 1
-    if use_gpu:
-        whole = max(1, int(gpus_planned))
-        stt_gpu = opts.gpu_fraction
-        llm_on_gpu = settings.llm_engine == "vllm"
-        llm_gpu = round(1.0 - stt_gpu, 3) if llm_on_gpu else 0.0
-        stt_actors = opts.stt_actors or (whole if llm_on_gpu else max(1, int(whole / stt_gpu)))
-        stt_cpus = 1.0
-        free -= stt_actors
-        if llm_on_gpu:
-            llm_actors = opts.llm_actors or whole
-        else:
-            llm_actors = opts.llm_actors or max(1, int(free // llm_threads))
-    else:
-        stt_gpu = llm_gpu = 0.0
-        stt_cpus = float(stt_threads)
-        stt_actors = opts.stt_actors or max(1, int(cpus // 8))
-        free -= stt_actors * stt_cpus
-        llm_actors = opts.llm_actors or max(1, int(free // llm_threads))
-        if local_cores and not opts.llm_actors:
-            llm_actors = min(llm_actors, max(1, local_cores // llm_threads))
-    if settings.llm_engine == "llama_cpp" and not opts.llm_actors:
-        memory = float(resources.get("memory", 0.0))
-        if memory:
-            llm_actors = min(llm_actors, max(1, int(memory // LLAMA_ACTOR_MEMORY)))
-    n = max(1, pending)
-    plan = Plan(
-        device="gpu" if use_gpu else "cpu",
-        summarizer=summarizer,
-        stt_actors=min(stt_actors, n),
-        stt_threads=stt_threads,
-        stt_num_cpus=stt_cpus,
-        stt_num_gpus=stt_gpu,
-        llm_actors=min(llm_actors, n),
-        llm_threads=0 if llm_gpu else llm_threads,
-        llm_num_cpus=1.0 if llm_gpu else float(llm_threads),
-        llm_num_gpus=llm_gpu,
-        io_tasks=io_tasks,
-    )
-    need_cpu = (
-        plan.stt_actors * plan.stt_num_cpus
-        + plan.llm_actors * plan.llm_num_cpus
-        + plan.io_tasks * IO_TASK_CPUS
-    )
-    need_gpu = plan.stt_actors * plan.stt_num_gpus + plan.llm_actors * plan.llm_num_gpus
-    io_cpus = plan.io_tasks * IO_TASK_CPUS
-    if local_cores and need_cpu > cpus and cpus > io_cpus:
-        # Our own Ray, so nothing will ever free up: shrink the actors' logical CPUs
-        # (their threads stay as set) rather than wait forever.
-        factor = (cpus - io_cpus) / (need_cpu - io_cpus)
-        plan.stt_num_cpus = int(plan.stt_num_cpus * factor * 100) / 100
-        plan.llm_num_cpus = int(plan.llm_num_cpus * factor * 100) / 100
-        need_cpu = (
-            plan.stt_actors * plan.stt_num_cpus + plan.llm_actors * plan.llm_num_cpus + io_cpus
-        )
-    if need_cpu > cpus + 1e-6 or need_gpu > gpus + 1e-6:
-        plan.shortfall = (
-            f"the actor pools and readers need {need_cpu:g} CPU / {need_gpu:g} GPU, "
-            f"the cluster has {cpus:g} CPU / {gpus:g} GPU free"
-        )
-    return plan
 
 
 def preflight(settings: Settings) -> dict[str, str]:
@@ -226,7 +56,7 @@ def build_dataset(files, done_ref, opts: BatchOptions, settings: Settings, plan:
     ``done_ref``: ``[ObjectRef]`` of (finished sha256s, finished (path, sha256)) or None.
     """
     import ray.data
-    from ray.data import ActorPoolStrategy, TaskPoolStrategy
+    from ray.data import TaskPoolStrategy
 
     from pipelines.stages import Summarize, Transcribe, decode_audio, read_files
 
@@ -247,32 +77,14 @@ def build_dataset(files, done_ref, opts: BatchOptions, settings: Settings, plan:
     if opts.diarize:
         from pipelines.diarize_stage import Diarize
 
-        ds = ds.map_batches(
-            Diarize,
-            fn_constructor_kwargs={
-                "threads": plan.stt_threads or None,
-                "min_speakers": opts.min_speakers,
-                "max_speakers": opts.max_speakers,
-            },
-            compute=ActorPoolStrategy(size=1),
-            batch_size=1,
-            batch_format="pyarrow",
-            num_cpus=plan.stt_num_cpus,
-        )
-    gpu = {"num_gpus": plan.stt_num_gpus} if plan.stt_num_gpus else {}
-    ds = ds.map_batches(
-        Transcribe,
-        fn_constructor_kwargs={
-            "settings": settings,
+        diarize = {
             "threads": plan.stt_threads or None,
-            "language": opts.language,
-        },
-        compute=ActorPoolStrategy(size=plan.stt_actors),
-        batch_size=1,
-        batch_format="pyarrow",
-        num_cpus=plan.stt_num_cpus,
-        **gpu,
-    )
+            "min_speakers": opts.min_speakers,
+            "max_speakers": opts.max_speakers,
+        }
+        ds = _actor_stage(ds, Diarize, diarize, 1, plan.stt_num_cpus)
+    stt = {"settings": settings, "threads": plan.stt_threads or None, "language": opts.language}
+    ds = _actor_stage(ds, Transcribe, stt, plan.stt_actors, plan.stt_num_cpus, plan.stt_num_gpus)
     if opts.diarize:
         from pipelines.diarize_stage import merge_speakers
 
@@ -288,18 +100,26 @@ def build_dataset(files, done_ref, opts: BatchOptions, settings: Settings, plan:
             instruction=opts.instruction,
         )
         return summarize(ds)  # failed inferences mapped to failed rows (make_finalize)
-    gpu = {"num_gpus": plan.llm_num_gpus} if plan.llm_num_gpus else {}
+    llm = {
+        "settings": settings,
+        "threads": plan.llm_threads or None,
+        "instruction": opts.instruction,
+    }
+    return _actor_stage(ds, Summarize, llm, plan.llm_actors, plan.llm_num_cpus, plan.llm_num_gpus)
+
+
+def _actor_stage(ds, cls, kwargs: dict, actors: int, num_cpus: float, num_gpus: float = 0.0):
+    """One model per actor, a pool of ``actors``, one file per call (Diarize, Whisper, LLM)."""
+    from ray.data import ActorPoolStrategy
+
+    gpu = {"num_gpus": num_gpus} if num_gpus else {}
     return ds.map_batches(
-        Summarize,
-        fn_constructor_kwargs={
-            "settings": settings,
-            "threads": plan.llm_threads or None,
-            "instruction": opts.instruction,
-        },
-        compute=ActorPoolStrategy(size=plan.llm_actors),
+        cls,
+        fn_constructor_kwargs=kwargs,
+        compute=ActorPoolStrategy(size=actors),
         batch_size=1,
         batch_format="pyarrow",
-        num_cpus=plan.llm_num_cpus,
+        num_cpus=num_cpus,
         **gpu,
     )
 
@@ -319,7 +139,7 @@ class Progress:
     def add(self, row: dict, reused: bool = False) -> None:
         if reused:
             self.reused += 1
-        elif row["status"] == "succeeded":
+        elif row["status"] == TaskStatus.SUCCEEDED:
             self.ok += 1
             self.audio_s += row.get("duration_s") or 0.0
         else:
@@ -605,20 +425,7 @@ def parse_report(text: str) -> dict | None:
     return found
 
 
-def _on_sigterm(signum, frame):  # `ray job stop` / Kubernetes: stop like Ctrl-C
-    raise SystemExit(128 + signum)
-
-
-def main(argv: list[str] | None = None) -> None:
-    import typer
-
-    from pipelines.cli import register
-
-    app = typer.Typer(add_completion=False)
-    register(app)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    app(args=argv if argv is not None else sys.argv[1:], prog_name="batch_summarize")
-
-
 if __name__ == "__main__":
+    from pipelines.cli import main
+
     main()

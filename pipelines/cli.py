@@ -1,6 +1,13 @@
-"""`aipp batch`: the Ray Data batch job (also ``python -m pipelines.batch_summarize``)."""
+"""`aipp batch`: the Ray Data batch job (also ``python -m pipelines.batch_summarize``).
+
+The job's own entry point is :func:`main` here, so the job module never imports its CLI
+(one direction: CLI -> job).
+"""
 
 from __future__ import annotations
+
+import signal
+import sys
 
 import typer
 
@@ -69,7 +76,8 @@ def register(cli: typer.Typer) -> None:
         quiet: bool = typer.Option(False, help="Print only the final BATCH_REPORT line."),
     ) -> None:
         """Transcribe and summarize every audio file under INPUT into OUTPUT, on Ray Data."""
-        from pipelines.batch_summarize import BatchError, BatchOptions, run_batch
+        from pipelines.batch_plan import BatchError, BatchOptions
+        from pipelines.batch_summarize import run_batch
         from pipelines.results import FORMATS
         from pipelines.sources import SourceError, parse_extensions
 
@@ -112,3 +120,15 @@ def register(cli: typer.Typer) -> None:
         except (BatchError, SourceError) as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
+
+
+def _on_sigterm(signum, frame):  # `ray job stop` / Kubernetes: stop like Ctrl-C
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m pipelines.batch_summarize``: the ``batch`` command alone."""
+    app = typer.Typer(add_completion=False)
+    register(app)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="batch_summarize")

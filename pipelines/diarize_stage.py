@@ -11,12 +11,10 @@ and diarized by the model, never split by channel.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pyarrow as pa
 
-from pipelines.stages import add_timing, fail, passes_through, to_table
+from pipelines.stages import over_pcm, passes_through, to_table
 
 
 class Diarize:
@@ -34,27 +32,14 @@ class Diarize:
         self.options = DiarizeOptions(min_speakers=min_speakers, max_speakers=max_speakers)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
+        return over_pcm(batch, self._diarize, "diarize_failed", "diarize_s", keep_pcm=True)
+
+    def _diarize(self, row: dict, pcm: np.ndarray) -> None:
         from app.speech.diarize import _relabel
 
-        out = []
-        for row in batch.to_pylist():
-            pcm16 = row.get("pcm")
-            if passes_through(row) or pcm16 is None:
-                out.append(row)
-                continue
-            t0 = time.perf_counter()
-            pcm = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / 32768.0
-            try:
-                result = self.diarizer.diarize_pcm(pcm, self.options)
-            except Exception as exc:  # one file, not the job
-                out.append(fail(row, "diarize_failed", f"{type(exc).__name__}: {exc}"))
-                continue
-            turns, speakers = _relabel(result.turns)
-            row["speaker_turns"] = [t.model_dump() for t in turns]
-            row["speakers"] = [{"id": s.id, "speaking_s": s.speaking_s} for s in speakers]
-            add_timing(row, "diarize_s", time.perf_counter() - t0)
-            out.append(row)
-        return to_table(out)
+        turns, speakers = _relabel(self.diarizer.diarize_pcm(pcm, self.options).turns)
+        row["speaker_turns"] = [t.model_dump() for t in turns]
+        row["speakers"] = [{"id": s.id, "speaking_s": s.speaking_s} for s in speakers]
 
 
 def merge_speakers(batch: pa.Table) -> pa.Table:

@@ -23,6 +23,7 @@ from app.core.schemas import (
     Timings,
     Transcript,
 )
+from app.core.task_vocabulary import TaskSource, TaskStatus
 
 
 def task_result(row: dict) -> dict:
@@ -72,12 +73,12 @@ class TaskRecorder:
     def record(self, row: dict) -> None:
         total = (row.get("timings") or {}).get("total_s") or 0.0
         finished = row.get("finished_at") or datetime.now(UTC)
-        ok = row.get("status") == "succeeded"
+        ok = row.get("status") == TaskStatus.SUCCEEDED
         self.store.create_finished(
             task_id=row["task_id"],
             tenant_id=self.tenant.id,
-            status="succeeded" if ok else "failed",
-            source="batch",
+            status=TaskStatus.SUCCEEDED if ok else TaskStatus.FAILED,
+            source=TaskSource.BATCH,
             result=task_result(row) if ok else None,
             audio_sha256=row.get("sha256"),
             audio_uri=row.get("path"),

@@ -34,6 +34,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
+from app.core.task_vocabulary import TaskStatus
+
 FORMATS = ("parquet", "jsonl")
 PART_PREFIX = "part-"
 # AudioError codes that depend only on the file's bytes: retrying cannot help.
@@ -88,7 +90,7 @@ def new_run_id() -> str:
 
 
 def is_final(status: str | None, error_code: str | None) -> bool:
-    return status == "succeeded" or (error_code or "") in PERMANENT_ERRORS
+    return status == TaskStatus.SUCCEEDED or (error_code or "") in PERMANENT_ERRORS
 
 
 def _plain(value):
@@ -107,7 +109,7 @@ def normalize(row: dict) -> dict:
     out = {name: _plain(row.get(name)) for name in RESULT_COLUMNS}
     if out["error_code"] and not out["error_message"]:
         out["error_message"] = out["error_code"]
-    out["status"] = "failed" if out["error_code"] else "succeeded"
+    out["status"] = str(TaskStatus.FAILED if out["error_code"] else TaskStatus.SUCCEEDED)
     timings = {k: float(v) for k, v in (out["timings"] or {}).items() if v is not None}
     timings["total_s"] = round(sum(v for k, v in timings.items() if k != "total_s"), 4)
     out["timings"] = {k: timings.get(k) for k in TIMING_KEYS}

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pyarrow as pa
@@ -79,6 +80,38 @@ def set_model(row: dict, key: str, name: str) -> None:
     models = dict(row.get("models") or {})
     models[key] = name
     row["models"] = models
+
+
+def over_pcm(
+    batch: pa.Table,
+    step: Callable[[dict, np.ndarray], None],
+    error_code: str,
+    timing: str,
+    keep_pcm: bool = False,
+) -> pa.Table:
+    """Run ``step(row, pcm)`` on each row's PCM (float32), timed; a failure fails that file.
+
+    The one loop of the stages that read the decoded audio (Transcribe, Diarize):
+    ``keep_pcm`` leaves the PCM in the row for a later stage, else it is dropped here.
+    """
+    out = []
+    for row in batch.to_pylist():
+        pcm16 = row.get("pcm")
+        if not keep_pcm:
+            row["pcm"] = None
+        if passes_through(row) or pcm16 is None:
+            out.append(row)
+            continue
+        t0 = time.perf_counter()
+        pcm = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / 32768.0
+        try:
+            step(row, pcm)
+        except Exception as exc:  # one file, not the job
+            out.append(fail(row, error_code, f"{type(exc).__name__}: {exc}"))
+            continue
+        add_timing(row, timing, time.perf_counter() - t0)
+        out.append(row)
+    return to_table(out)
 
 
 # --- tasks ------------------------------------------------------------------------
@@ -183,32 +216,20 @@ class Transcribe:
         self.options = SttOptions(language=language)
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        out = []
-        for row in batch.to_pylist():
-            pcm16, row["pcm"] = row.get("pcm"), None
-            if passes_through(row) or pcm16 is None:
-                out.append(row)
-                continue
-            t0 = time.perf_counter()
-            pcm = np.frombuffer(pcm16, dtype=np.int16).astype(np.float32) / 32768.0
-            try:
-                transcript = self.stt.transcribe_pcm(pcm, self.options)
-            except Exception as exc:
-                out.append(fail(row, "transcribe_failed", f"{type(exc).__name__}: {exc}"))
-                continue
-            row.update(
-                language=transcript.language,
-                transcript_text=transcript.text,
-                duration_s=transcript.duration_s,
-                segments=[
-                    {"id": s.id, "start": s.start, "end": s.end, "text": s.text}
-                    for s in transcript.segments
-                ],
-            )
-            set_model(row, "stt", self.stt.model_name)
-            add_timing(row, "transcribe_s", time.perf_counter() - t0)
-            out.append(row)
-        return to_table(out)
+        return over_pcm(batch, self._transcribe, "transcribe_failed", "transcribe_s")
+
+    def _transcribe(self, row: dict, pcm: np.ndarray) -> None:
+        transcript = self.stt.transcribe_pcm(pcm, self.options)
+        row.update(
+            language=transcript.language,
+            transcript_text=transcript.text,
+            duration_s=transcript.duration_s,
+            segments=[
+                {"id": s.id, "start": s.start, "end": s.end, "text": s.text}
+                for s in transcript.segments
+            ],
+        )
+        set_model(row, "stt", self.stt.model_name)
 
 
 class Summarize:

@@ -395,7 +395,8 @@ def test_gpu_groups_request_gpus_and_spot_groups_select_spot(rendered):
                     if name.startswith("gpu-"):
                         seen.add(name)
                         assert int(limits["nvidia.com/gpu"]) >= 1
-                        assert selector.get("nvidia.com/gpu.product") == "NVIDIA-L4"
+                        # The GPU model as Karpenter's instance label (issue 28).
+                        assert selector.get("karpenter.k8s.aws/instance-gpu-name") == "l4"
                         assert any(t["key"] == "nvidia.com/gpu" for t in tolerations)
                     else:
                         assert "nvidia.com/gpu" not in limits
@@ -750,7 +751,7 @@ def test_gpu_pods_require_the_driver_floor_and_run_offline(rendered):
         spec = g["template"]["spec"]
         terms = spec["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
         (expr,) = terms["nodeSelectorTerms"][0]["matchExpressions"]
-        assert expr["key"] == values["gpu_driver"]["node_label"]
+        assert expr["key"] == values["gpu_driver"]["karpenter_label"]
         assert expr["operator"] == "Gt" and int(expr["values"][0]) + 1 == floor
         env = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
         assert env["HF_HUB_OFFLINE"] == "1" and env["TRANSFORMERS_OFFLINE"] == "1"

@@ -31,6 +31,7 @@ from tests.browser import CHROMIUM
 from tests.browser import CHROMIUM_ARGS as _BASE_ARGS
 from tests.conftest import JFK_PHRASE, make_key
 from tests.servers import LocalHTTPServer
+from tests.transcript_fixtures import to_vtt_file, turns
 
 CHROMIUM_ARGS = [*_BASE_ARGS, "--autoplay-policy=no-user-gesture-required"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -178,7 +179,7 @@ UNLABELLED_CONTROLS = """() => [...document.querySelectorAll('input, textarea, s
 
 
 @pytest.mark.browser
-def test_console_upload_watch_read_search_delete(service, api_key, data_dir):
+def test_console_upload_watch_read_search_delete(service, api_key, data_dir, tmp_path):
     reason = _skip_reason()
     if reason:
         pytest.skip(reason)
@@ -266,6 +267,23 @@ def test_console_upload_watch_read_search_delete(service, api_key, data_dir):
             assert web.requests and web.requests[0].path == "/speech.flac"
             page.locator(url_row).get_by_role("button", name="Delete").click()
             page.wait_for_selector(url_row, state="detached")
+
+            # A transcript the user already has (a meeting tool's WebVTT export of a real
+            # call): summarized with its speakers' names, and no player (there is no audio).
+            vtt = to_vtt_file(turns(240), tmp_path / "standup.vtt")
+            page.set_input_files("#files", str(vtt))
+            page.get_by_role("button", name="Submit").click()
+            vtt_row = "li.task[data-status=succeeded]:has(a.task-name:has-text('standup.vtt'))"
+            page.wait_for_selector(vtt_row, timeout=600_000)
+            page.locator(vtt_row).locator("a.task-name").click()
+            page.wait_for_selector("body[data-result=ready]")
+            assert page.locator("#speakers li", has_text="Chris").count() == 1
+            assert page.locator("button.seg .speaker", has_text="Orie").count() >= 1
+            assert page.locator("#player").is_hidden()
+            assert page.text_content("#summary-text").strip()
+            page.get_by_role("link", name="← All tasks").click()
+            page.locator(vtt_row).get_by_role("button", name="Delete").click()
+            page.wait_for_selector(vtt_row, state="detached")
 
             # The result page: the player seeks to the segment that is clicked.
             page.click(f"{row} .task-name")

@@ -400,15 +400,21 @@ def test_transcriber_batches_concurrent_requests_and_isolates_a_bad_one(
             handle.transcribe.remote(b"not audio at all"),
             handle.transcribe.remote(jfk_bytes),
         ]
+        # The streaming method (what the pipeline calls with on_progress) joins the batch.
+        streamed = handle.options(stream=True).transcribe_stream.remote(jfk_bytes)
         first, third = calls[0].result(timeout_s=300), calls[2].result(timeout_s=300)
         with pytest.raises(Exception):  # noqa: B017 - only the bad upload fails
             calls[1].result(timeout_s=300)
+        stream_items = list(streamed)
         sizes = handle.batch_sizes.remote().result(timeout_s=60)
         info = handle.info.remote().result(timeout_s=60)
     finally:
         serve.delete("gpu-path-transcriber")
-    assert sizes == [3]  # the three concurrent requests: one batched pass
+    assert sizes == [4]  # the four concurrent requests: one batched pass
     assert JFK in first.transcript.text.lower().replace(",", "")
+    # No ticks from a shared pass: only the output.
+    assert [type(i).__name__ for i in stream_items] == ["TranscribeOutput"]
+    assert stream_items[0].transcript.text == first.transcript.text
     assert JFK in third.transcript.text.lower().replace(",", "")
     assert info["batched"] is True and info["batch_size"] == 4
 

@@ -306,11 +306,12 @@ def keys_off_server(tmp_path_factory):
     from app.api.guard import GuardPolicy, HTTPGuard, depends_on
     from app.storage.sql.engine import make_engine
     from app.storage.sql.migrate import upgrade
+    from app.tasks.door import Tenants
     from tests.servers import free_port
 
     url = f"sqlite:///{tmp_path_factory.mktemp('keys-off') / 'aipp.db'}"
     upgrade(url)
-    authenticator = Authenticator(make_engine(url), required=False)
+    authenticator = Authenticator(Tenants(make_engine(url)), required=False)
     api = FastAPI()
     install_error_handlers(api)
     api.state.authenticator = authenticator
@@ -435,7 +436,7 @@ def test_an_instruction_the_context_cannot_hold_is_refused_at_submission():
     from types import SimpleNamespace
 
     from app.core.settings import Settings
-    from app.tasks.options import TaskOptions
+    from app.core.task_vocabulary import TaskOptions
     from app.tasks.submit import Refusal, SubmissionError, check_instruction
 
     small = SimpleNamespace(settings=Settings(llm_context_tokens=1800, llm_max_output_tokens=512))

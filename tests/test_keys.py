@@ -16,6 +16,7 @@ from app.api.errors import install_error_handlers
 from app.core.settings import Settings, get_settings
 from app.storage.sql import keys
 from app.storage.sql.models import ApiKey
+from app.tasks.door import Tenants
 
 # --- keys ------------------------------------------------------------------------------------
 
@@ -105,7 +106,7 @@ def _app(authenticator: Authenticator) -> TestClient:
 
 def test_auth_on_rejects_missing_wrong_and_revoked_keys(engine):
     plaintext, row = keys.create_key(engine, "acme")
-    client = _app(Authenticator(engine, Settings(auth="on")))
+    client = _app(Authenticator(Tenants(engine), Settings(auth="on")))
 
     ok = client.get("/whoami", headers={"Authorization": f"Bearer {plaintext}"})
     assert ok.status_code == 200 and ok.json() == {"tenant": "acme", "key": row.id}
@@ -127,7 +128,7 @@ def test_auth_on_rejects_missing_wrong_and_revoked_keys(engine):
 
 
 def test_auth_off_uses_the_local_tenant(engine):
-    authenticator = Authenticator(engine, Settings(auth="auto", host="127.0.0.1"))
+    authenticator = Authenticator(Tenants(engine), Settings(auth="auto", host="127.0.0.1"))
     client = _app(authenticator)
     for headers in [{}, {"Authorization": "Bearer sk-placeholder"}]:
         r = client.get("/whoami", headers=headers)

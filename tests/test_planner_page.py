@@ -19,7 +19,7 @@ import uvicorn
 from fastapi import FastAPI
 
 from app.api.errors import install_error_handlers
-from app.planner.api import _load, router
+from app.api.routes_planner import _load, page_router, router
 from tests.browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.browser
@@ -59,6 +59,7 @@ def base_url():
     app = FastAPI()
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(page_router)
     port = _free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
@@ -111,15 +112,20 @@ def test_planner_page_updates_results_and_chart(base_url):
             page.goto(f"{base_url}/planner")
             seq = _wait_plan(page, 0)
 
-            # The page opens on the seed example: 1 + 1 GPUs, $2,261 vs $3,947.
+            # The page opens on the seed example: 1 + 1 GPUs, $2,419 vs $4,350 (Transcribe).
             assert page.input_value("#tasks_per_month") == "8000"
             assert page.text_content("#out-stt-gpus") == "1"
             assert page.text_content("#out-llm-gpus") == "1"
             self_1 = _money(page.text_content("#out-self"))
             managed_1 = _money(page.text_content("#out-managed"))
-            assert self_1 == pytest.approx(2261, abs=1)
-            assert managed_1 == pytest.approx(3850, rel=0.1)
-            assert "4,539" in page.text_content("#out-crossover")
+            assert self_1 == pytest.approx(2419, abs=1)
+            assert managed_1 == pytest.approx(4350, abs=1)
+            # the headline: where self-hosting stays cheaper than every like-for-like
+            # option, with every window before it; the chosen baseline's crossover below
+            assert "242,231" in page.text_content("#out-crossover")
+            ranges = page.text_content("#out-ranges")
+            assert "164,346" in ranges and "242,231+" in ranges
+            assert "4,397" in page.text_content("#out-savings")
             # latency target, predicted waits per pool, the band and the plain verdict
             assert page.input_value("#p95_minutes") == "15"
             latency = page.text_content("#out-latency")
@@ -127,12 +133,17 @@ def test_planner_page_updates_results_and_chart(base_url):
             assert page.locator("#pools tr[data-pool]").count() == 2
             stt_p95 = page.text_content('#pools tr[data-pool="stt"] [data-testid="wait-p95"]')
             assert stt_p95.endswith(" s") or stt_p95.endswith(" min")
-            assert "Sensitivity band: crossover" in page.text_content("#out-band")
+            band = page.text_content("#out-band")
+            assert "cheapest like-for-like option from 42,892 to never" in band
             assert page.locator('[data-testid="band-area"]').count() == 1
             assert page.locator('[data-series="cheapest-managed"]').count() == 1
+            assert page.locator('[data-testid="cheaper-range"]').count() >= 1
             assert "cheaper than self-hosting" in page.text_content("#out-verdict")
-            assert page.locator("#baselines tr").count() == 11
-            assert page.text_content("#warnings") == ""
+            assert page.locator("#baselines tr").count() == 9  # 8 like-for-like + header
+            assert page.locator("#baselines-wait tr").count() == 9  # Bedrock batch apart
+            assert page.is_visible("#baselines-wait")
+            # prices last checked more than six months ago are named, with their dates
+            assert "aws-ec2-on-demand (2025-07-01)" in page.text_content("#warnings")
             assert page.locator('[data-testid="crossover-marker"]').count() == 1
             path_1 = page.get_attribute('[data-series="managed"]', "d")
             self_path_1 = page.get_attribute('[data-series="self-hosted"]', "d")

@@ -100,7 +100,7 @@ names = st.sampled_from
 requests = st.fixed_dictionaries(
     {
         "tasks_per_month": st.integers(1, 10**9),
-        "avg_minutes": st.floats(1e-6, 1440),
+        "avg_minutes": st.floats(1e-6, 1440) | st.sampled_from([5e-324, 0.01, 1440]),
     },
     optional={
         "duration_cv": st.floats(0, 4),
@@ -120,9 +120,21 @@ requests = st.fixed_dictionaries(
         "llm_model": names(
             ["llama-3.1-8b-instruct", "qwen2.5-7b-instruct-awq", "qwen2.5-0.5b-instruct"]
         ),
-        "bedrock_model": names(["claude-haiku-4.5", "claude-3-haiku", "nova-micro"]),
+        "bedrock_model": names(["claude-haiku-4.5", "claude-3-haiku", "nova-micro", "nova-2-lite"]),
         "bedrock_batch": st.booleans(),
-        "managed_stt": names(["aws-transcribe", "openai-whisper-1", "deepgram-nova-3"]),
+        "managed_stt": names(
+            [
+                "aws-transcribe",
+                "openai-whisper-1",
+                "deepgram-nova-3",
+                "openai-gpt-4o-transcribe-diarize",
+                "assemblyai-universal-2",
+            ]
+        ),
+        "support_plan": names(["none", "developer", "business"]),
+        "scale_up_delay_minutes": st.floats(0, 120),
+        "bedrock_in_region": st.booleans(),
+        "max_utilization": st.floats(0.1, 1),
         "diarize": st.booleans(),
         "diarizer_device": names(["cpu", "gpu"]),
         "diarizer_audio_s_per_s": st.none() | st.floats(1e-6, 100_000),
@@ -142,7 +154,11 @@ requests = st.fixed_dictionaries(
 
 
 @given(body=requests)
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(
+    max_examples=80,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
 def test_every_valid_request_plans_or_names_a_field_within_the_work_budget(catalog, body):
     """No input may hang or crash the planner: each gives a plan or a PlannerInputError
     naming a field, and a plan's work stays within MAX_WORK_UNITS."""
@@ -159,6 +175,10 @@ def test_every_valid_request_plans_or_names_a_field_within_the_work_budget(catal
     assert meter.used <= MAX_WORK_UNITS and r.work_units == meter.used
     assert r.self_hosted.monthly_usd > 0 and math.isfinite(r.self_hosted.monthly_usd)
     assert all(math.isfinite(x) for x in r.curve.self_hosted_usd)
+    for b in r.baselines:  # every range lies within the search and in order
+        ends = [(x.from_tasks, x.to_tasks or b.crossover.search_end) for x in b.crossover.ranges]
+        assert all(1 <= a <= z for a, z in ends)
+        assert all(z1 < a2 for (_, z1), (a2, _) in zip(ends, ends[1:], strict=False))
     for p in r.sizing.pools:
         assert p.gpus >= 1
     if inp.sizing == "queueing" and r.sizing.meets_target:

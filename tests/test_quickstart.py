@@ -3,7 +3,9 @@
 `aipp serve` with the default config and no flags, an empty HOME (no ~/.ray, no model
 cache), and Ray given the machine's real core count. It then answers /readyz and
 summarizes the JFK clip. Slow (models load from scratch), so it runs first, while the
-machine is otherwise idle (see conftest.py).
+machine is otherwise idle (see conftest.py). The same running service is then checked for
+what it leaves to other users (issue 26): private files, and no port beyond loopback
+other than what its start-up table reports.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app.cli.deploy import is_loopback, listeners
 from tests.cluster_fixtures import BIN, REPO, free_port, stop_cluster
 from tests.conftest import DATA, JFK_PHRASE
 
@@ -86,6 +89,8 @@ def test_readme_quickstart_on_an_empty_home(tmp_path):
             assert proc.poll() is None, f"aipp serve exited:\n{log.read_text()[-4000:]}"
             time.sleep(3)
         assert "ready in" in log.read_text(), log.read_text()[-4000:]
+        _assert_private_tree(data)
+        _assert_loopback_or_reported(proc.pid, env, log.read_text())
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -93,3 +98,33 @@ def test_readme_quickstart_on_an_empty_home(tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
         stop_cluster(ray_tmp)
+
+
+def _assert_private_tree(root: Path) -> None:
+    """No file or directory of the service's data dir is open to group or others."""
+    wide = []
+    for path in [root, *root.rglob("*")]:
+        mode = path.lstat().st_mode
+        if not stat.S_ISLNK(mode) and stat.S_IMODE(mode) & 0o077:
+            wide.append(f"{oct(stat.S_IMODE(mode))} {path.relative_to(root)}")
+    assert (root / "aipp.db").is_file() and (root / "blobs").is_dir()  # the service made both
+    assert not wide, wide
+
+
+def _assert_loopback_or_reported(pid: int, env: dict[str, str], log: str) -> None:
+    """Every listening TCP socket of `aipp serve`'s processes (Ray's daemons and workers
+    descend from it) is on loopback, except Serve replicas' inter-deployment gRPC ports,
+    which Ray 2.60 binds to [::] with no setting, and which the start-up table names."""
+    found = listeners(pid)
+    loopback = {item.port for item in found if is_loopback(item.host)}
+    # Not vacuous: the API, the dashboard and Ray's own servers are all in the list.
+    assert {int(env["AIPP_PORT"]), int(env["AIPP_DASHBOARD_PORT"])} <= loopback, found
+    assert any(item.process.startswith(("gcs_server", "raylet")) for item in found), found
+    exposed = [item for item in found if not is_loopback(item.host)]
+    assert all(item.process.startswith("ServeReplica:") for item in exposed), exposed
+    assert "Beyond loopback" in log, log[-4000:]
+    if exposed:
+        assert any(f"{item.address} {item.process}" in log for item in exposed), log[-4000:]
+        assert "docs/security.md" in log
+    else:
+        assert "every Ray and Serve port is on 127.0.0.1" in log

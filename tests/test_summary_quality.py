@@ -99,6 +99,7 @@ def test_items_cite_lines_that_must_back_them():
         "summary": "The team wants a remote with a menu on a small display.",
         "key_points": [
             {"line": 1, "point": "The remote control needs a simple menu on an LCD display."},
+            {"line": 1, "point": "The remote should offer a simple LCD menu."},
             {"line": 1, "point": "Too many buttons are complicated, as on old mobile phones."},
             {"line": 4, "point": "The meeting was held in Chicago."},
             {"line": 2, "point": "It is what it is."},
@@ -112,15 +113,17 @@ def test_items_cite_lines_that_must_back_them():
     stats = SummaryStats()
     part = ground_answer(answer, TranscriptIndex(MEETING), stats, lines)
     assert [p.text for p in part.points] == [
-        "The remote control needs a simple menu on an LCD display.",
+        "The remote should offer a simple LCD menu.",  # not the line copied (issue 22)
         "Too many buttons are complicated, as on old mobile phones.",  # line 2, not 1
     ]
+    assert part.copied == 1
     assert part.points[1].evidence.segments == [1]
     assert part.points[1].evidence.quote.startswith("people find too many buttons")
     assert [a.text for a in part.actions] == ["Ask the design team about the display by Friday."]
     assert part.actions[0].evidence.segments == [2]
     assert stats.repaired == 1  # the miscounted citation
-    assert stats.dropped == 4  # Chicago, a point with no content, no commitment, no support
+    # A copy of its line, Chicago, a point with no content, no commitment, no support.
+    assert stats.dropped == 5
 
 
 def test_a_chapter_title_names_a_topic_not_the_meeting():
@@ -133,13 +136,16 @@ def test_a_chapter_title_names_a_topic_not_the_meeting():
         Part("They discuss the test suite.", title="Vendor test suite", start=5.0, end=9.0),
     ]
     chapters = chapters_for(parts, chunks)
-    assert chapters[0].title.lower().startswith("roadmap")
+    assert chapters[0].title == "The roadmap"  # the part's words: a name, not a list
     assert chapters[1].title == "Vendor test suite"
     # Seen on the 43 minutes of calls: the prompt echoed back, a one-word title.
     parts[1].title = "2 to 6 words naming the topic the"
-    assert chapters_for(parts, chunks)[1].title.lower().startswith("suite")
+    assert chapters_for(parts, chunks)[1].title == "Test suite"  # the phrase said twice
     parts[1].title = "Thanks"
-    assert chapters_for(parts, chunks)[1].title.lower().startswith("suite")
+    assert chapters_for(parts, chunks)[1].title == "Test suite"
+    # Seen on AMI: "Yellow, fashion, control". A comma-joined list is never a title.
+    parts[1].title = "Suite, vendors, test"
+    assert chapters_for(parts, chunks)[1].title == "Test suite"
     assert [c.gist for c in chapters] == [
         "They discuss the roadmap.",
         "They discuss the test suite.",

@@ -19,9 +19,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from sqlmodel import Session, select
 
 from app.storage.sql import keys
-from app.storage.sql.models import TaskStatus, WebhookState
+from app.storage.sql.models import TaskStatus, WebhookDelivery, WebhookState
 from app.storage.sql.tasks import DuplicateIdempotencyKey, TaskStore
 from app.tasks.webhooks import generate_secret, send_once, verify
 from tests.conftest import DATA, make_key
@@ -63,7 +64,9 @@ def test_webhook_outbox_is_one_message_per_task_and_status(store, tenant_id):
     again = store.enqueue_webhook(done, {"type": "task.succeeded"}, max_attempts=3)
     assert first is not None and again is not None and again.id == first.id
     assert first.msg_id == f"msg_{task.id}_succeeded"
-    assert len(store.webhook_deliveries(task.id)) == 1
+    with Session(store.engine) as session:
+        rows = session.exec(select(WebhookDelivery).where(WebhookDelivery.task_id == task.id))
+        assert len(rows.all()) == 1
     assert store.get(task.id).webhook_status == "pending"
     # Two replicas race for it: only one gets the lease.
     a = store.claim_webhooks("replica-a", lease_s=30)
@@ -191,6 +194,39 @@ def test_retention_purges_per_tenant(store, engine, tenant_id, clock):
     assert store.get(running.id) is not None
     clock.advance(31 * 86400)
     assert [t.id for t in store.purge_expired(default_days=30)] == [mine.id]
+
+
+def test_retention_cannot_starve_a_short_lived_tenant(store, engine, tenant_id, clock):
+    """Thousands of old tasks of a long-retention tenant come first by age; the short-lived
+    tenant's expired ones must still go (a single oldest-first page never reached them)."""
+    from sqlmodel import Session
+
+    from app.storage.sql.models import Tenant
+
+    short = keys.ensure_tenant(engine, "short-lived").id
+    with Session(engine) as session:
+        for tid, days in ((tenant_id, 365), (short, 1)):
+            tenant = session.get(Tenant, tid)
+            tenant.retention_days = days
+            session.add(tenant)
+        session.commit()
+    for _ in range(2100):  # older than anything of the short-lived tenant, kept a year
+        store.create_finished(tenant_id=tenant_id, result=None, audio_uri="file:///b/x")
+    clock.advance(20 * 86400)
+    theirs = [
+        store.create_finished(tenant_id=short, result=None, audio_uri="file:///b/y")
+        for _ in range(3)
+    ]
+    clock.advance(2 * 86400)
+    purged = store.purge_expired(default_days=30)
+    assert sorted(t.id for t in purged) == sorted(t.id for t in theirs)
+    assert store.purge_expired(default_days=30) == []
+    # A year on, the long-lived tenant's tasks go too, a fair share per call.
+    clock.advance(400 * 86400)
+    batches = []
+    while batch := store.purge_expired(default_days=30, limit=500):
+        batches.append(len(batch))
+    assert sum(batches) == 2100 and max(batches) <= 500
 
 
 def test_idempotency_key_is_unique_per_tenant_in_the_database(store, engine, tenant_id):

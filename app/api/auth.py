@@ -1,6 +1,6 @@
 """API-key authentication for FastAPI routes.
 
-    authenticator = Authenticator(engine, settings)
+    authenticator = Authenticator(Tenants(engine), settings)
     @app.post("/v1/tasks")
     def create(principal: Principal = Depends(authenticator)): ...
 
@@ -28,11 +28,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import Header
-from sqlalchemy.engine import Engine
 
 from app.api.errors import APIError
 from app.core.settings import Settings
-from app.storage.sql import keys
+from app.tasks.door import Tenants
 
 LOCAL_TENANT = "local"
 
@@ -117,13 +116,13 @@ class Authenticator:
     """
 
     def __init__(
-        self, engine: Engine, settings: Settings | None = None, *, required: bool | None = None
+        self, tenants: Tenants, settings: Settings | None = None, *, required: bool | None = None
     ) -> None:
         if required is None:
             if settings is None:
                 raise ValueError("pass settings or required")
             required = auth_required(settings, [serve_bind_host()])
-        self.engine = engine
+        self.tenants = tenants
         self.required = required
         self._local: Principal | None = None
         self._lock = threading.Lock()
@@ -133,7 +132,7 @@ class Authenticator:
         if self._local is None:
             with self._lock:
                 if self._local is None:
-                    tenant = keys.ensure_tenant(self.engine, LOCAL_TENANT)
+                    tenant = self.tenants.ensure(LOCAL_TENANT)
                     self._local = Principal(tenant.id, tenant.name, None)
         return self._local
 
@@ -150,7 +149,7 @@ class Authenticator:
                 "missing_api_key", "an API key is required: send Authorization: Bearer <key>"
             )
         token = parse_bearer(authorization)
-        found = keys.authenticate_key(self.engine, token) if token else None
+        found = self.tenants.authenticate_key(token) if token else None
         if found is None:
             raise _unauthorized(
                 "invalid_api_key", "the API key is invalid or revoked", "invalid_token"

@@ -7,12 +7,16 @@ Order, cheapest first, each answered at once with the route's own error shape:
    service under *its* domain name, so it is refused (400 ``untrusted_host``).
 2. **Cross-site** (only while keys are off): a state-changing browser request from
    another site (``Sec-Fetch-Site: cross-site|same-site``, or an ``Origin`` that is
-   not this host nor a trusted one) is 403 ``cross_site_request``: any web page can
-   POST a multipart form to 127.0.0.1 without a CORS preflight.
-3. **Size**: a declared ``Content-Length`` over the limit is 413 before one byte of
+   not this origin, scheme, host and port alike, nor a trusted host) is 403
+   ``cross_site_request``: any web page can POST a multipart form to 127.0.0.1
+   without a CORS preflight, including one served from another port of 127.0.0.1.
+3. **Unstorable URL**: a NUL or other control character in the path, or a NUL in a
+   query parameter, is 400 ``invalid_request`` naming it (PostgreSQL cannot hold NUL:
+   it used to be a 500 wherever a path parameter reached a query).
+4. **Size**: a declared ``Content-Length`` over the limit is 413 before one byte of
    the body is read; a chunked body is counted while it streams and stopped at the
    limit (413), whatever the route does with it.
-4. **Key**: routes that need the caller (they depend on ``app.api.deps.principal``)
+5. **Key**: routes that need the caller (they depend on ``app.api.deps.principal``)
    are authenticated here, from the headers, before FastAPI parses a form or JSON
    body; the principal is left in ``request.state.principal`` for the route.
 
@@ -25,10 +29,11 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 from starlette.routing import Match, Router
@@ -38,6 +43,11 @@ from app.api.auth import Authenticator, arrived_beyond_loopback, is_loopback_hos
 from app.api.errors import APIError, error_body
 
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+DEFAULT_PORTS = {"http": 80, "https": 443}
+#: A Content-Length: ASCII digits only (``str.isdigit`` also takes "²"), and few enough
+#: of them for ``int()``; more than 18 digits is over any limit anyway.
+_LENGTH = re.compile(r"[0-9]{1,18}", re.ASCII)
+_PATH_CONTROLS = re.compile(r"[\x00-\x1f\x7f]")
 #: Room for multipart boundaries and form fields on top of the file itself.
 BODY_SLACK_BYTES = 64 * 1024
 
@@ -93,6 +103,49 @@ def split_host(value: str) -> str:
     if value.startswith("["):
         return value[1 : value.find("]")] if "]" in value else value
     return value.rsplit(":", 1)[0] if value.count(":") == 1 else value
+
+
+def host_port(value: str, scheme: str) -> tuple[str, int | None]:
+    """``host[:port]`` -> (lower-case host, port); the scheme's default port when none is
+    given, ``None`` when the port is not a number."""
+    host = split_host(value).rstrip(".").lower()
+    rest = value.strip()
+    rest = rest[rest.find("]") + 1 :] if rest.startswith("[") else rest
+    if rest.count(":") != 1:
+        return host, DEFAULT_PORTS.get(scheme)
+    port = rest.rsplit(":", 1)[1]
+    if not port:
+        return host, DEFAULT_PORTS.get(scheme)
+    return host, int(port) if _LENGTH.fullmatch(port) and int(port) < 65536 else None
+
+
+def origin_of(value: str) -> tuple[str, str, int | None] | None:
+    """An ``Origin`` header as (scheme, host, port), or ``None`` when it is not one."""
+    try:
+        parts = urlsplit(value)
+        host = (parts.hostname or "").rstrip(".")
+        port = parts.port
+    except ValueError:
+        return None
+    scheme = parts.scheme.lower()
+    if scheme not in DEFAULT_PORTS or not host:
+        return None
+    return scheme, host, port if port is not None else DEFAULT_PORTS[scheme]
+
+
+def unstorable_field(scope: Scope) -> str | None:
+    """The part of the URL no database can hold (see the module's step 3), or ``None``."""
+    if _PATH_CONTROLS.search(scope.get("path", "")):
+        return "path"
+    query = scope.get("query_string", b"")
+    if not query:
+        return None
+    text = query.decode("latin-1")
+    if "\x00" in text or "%00" in text:
+        for name, value in parse_qsl(text, keep_blank_values=True):
+            if "\x00" in name or "\x00" in value:
+                return name.replace("\x00", "")[:100] or "query"
+    return None
 
 
 def _headers(scope: Scope) -> dict[str, str]:
@@ -159,12 +212,21 @@ class HTTPGuard:
                     "or turn API keys on",
                 )
             if scope.get("method", "GET").upper() not in SAFE_METHODS:
-                self._check_same_site(headers, host)
+                self._check_same_site(headers, scope.get("scheme", "http"))
+        bad = unstorable_field(scope)
+        if bad is not None:
+            raise APIError(
+                400,
+                "invalid_request",
+                f"{bad}: must not contain NUL or control characters",
+                extra={"field": bad},
+            )
         length = headers.get("content-length")
         if length is not None:
-            if not length.strip().isdigit():
+            length = length.strip()
+            if not length.isascii() or not length.isdigit():
                 raise APIError(400, "invalid_content_length", "Content-Length is not a number")
-            if int(length) > policy.max_body_bytes:
+            if not _LENGTH.fullmatch(length) or int(length) > policy.max_body_bytes:
                 raise self._too_large(headers)
         if route is not None and self.authenticator is not None and self._needs_key(route):
             authorization = headers.get("authorization")
@@ -174,7 +236,9 @@ class HTTPGuard:
             scope.setdefault("state", {})["principal"] = principal
         return receive
 
-    def _check_same_site(self, headers: dict[str, str], host: str) -> None:
+    def _check_same_site(self, headers: dict[str, str], scheme: str) -> None:
+        """Refuse a browser request from another origin: scheme, host and port all count
+        (a page on another port of 127.0.0.1 is another origin)."""
         site = headers.get("sec-fetch-site")
         if site in ("cross-site", "same-site"):
             raise _cross_site(f"Sec-Fetch-Site: {site}")
@@ -183,15 +247,24 @@ class HTTPGuard:
         origin = headers.get("origin")
         if origin is None:
             return  # not a browser (curl, SDKs), or a same-origin request of an old one
-        origin_host = urlsplit(origin).hostname if origin != "null" else None
-        if origin_host is None:
-            raise _cross_site(f"Origin: {origin}")
-        if origin_host == host.lower() or (
-            not is_loopback_host(origin_host)
-            and origin_host in {h.lower() for h in self.policy.trusted_hosts}
+        parsed = origin_of(origin) if origin != "null" else None
+        if parsed is None:
+            raise _cross_site(f"Origin: {origin[:200]}")
+        o_scheme, o_host, o_port = parsed
+        host, port = host_port(headers.get("host", ""), scheme)
+        if (o_scheme, o_host, o_port) == (scheme, host, port) and port is not None:
+            return
+        # A trusted name (exact, never loopback) is how the service is published, often
+        # behind a proxy that rewrites Host and ends TLS: its origin on the scheme's own
+        # port, or on the port this request came to, is this service.
+        trusted = {h.strip().lower().rstrip(".") for h in self.policy.trusted_hosts}
+        if (
+            o_host in trusted
+            and not is_loopback_host(o_host)
+            and o_port in (DEFAULT_PORTS[o_scheme], port)
         ):
             return
-        raise _cross_site(f"Origin: {origin}")
+        raise _cross_site(f"Origin: {origin[:200]}")
 
     def _too_large(self, headers: dict[str, str]) -> APIError:
         limit_mib = (self.policy.max_body_bytes - BODY_SLACK_BYTES) / (1024 * 1024)
@@ -322,6 +395,9 @@ __all__ = [
     "GuardPolicy",
     "HTTPGuard",
     "depends_on",
+    "host_port",
+    "origin_of",
     "policy_from",
     "split_host",
+    "unstorable_field",
 ]

@@ -10,18 +10,14 @@ from fastapi import Response
 from app.api.auth import Principal
 from app.api.errors import APIError
 from app.core import metrics
-from app.storage.clients import Services
+from app.tasks.door import TaskDoor
 
 
-def rate_limit(services: Services, principal: Principal, response: Response | None) -> None:
+def rate_limit(door: TaskDoor, principal: Principal, response: Response | None) -> None:
     """Take one token for the caller's key; 429 with ``Retry-After`` when the bucket is empty."""
-    if services.limiter is None:
+    decision = door.allow_submission(principal.key_id or f"tenant:{principal.tenant_id}")
+    if decision is None:
         return
-    who = principal.key_id or f"tenant:{principal.tenant_id}"
-    settings = services.settings
-    decision = services.limiter.allow(
-        f"submit:{who}", settings.rate_limit_per_s, settings.rate_limit_burst
-    )
     headers = decision.headers()
     if not decision.allowed:
         metrics.record_rate_limited()

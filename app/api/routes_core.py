@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, File, Form, Request, Response, UploadFile
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from app.api.deps import CallerDep, ModelsDep, ServicesDep
+from app.api.deps import CallerDep, DoorDep, ModelsDep
 from app.api.errors import APIError, status_for
+from app.api.forms import parse_options, request_body
 from app.api.limits import rate_limit
-from app.api.routes_tasks import submit_request
+from app.api.routes_tasks import input_source, submit_to
 from app.core.schemas import SummarizeResult
-from app.storage.sql import keys
-from app.storage.sql.models import TaskSource
-from app.tasks.options import TaskOptions
-from app.tasks.waiting import wait_for_terminal
+from app.core.task_vocabulary import (
+    OPEN_STATUSES,
+    ProcessingOptions,
+    TaskOptions,
+    TaskSource,
+    TaskStatus,
+)
 
 router = APIRouter()
 
@@ -51,11 +55,10 @@ class WebhookSecret(BaseModel):
     tags=["webhooks"],
     summary="The caller's webhook signing secret, to verify `webhook-signature`",
 )
-def webhook_secret(caller: CallerDep, services: ServicesDep, response: Response) -> WebhookSecret:
-    tenant = keys.get_tenant(services.engine, caller.tenant_id)
+def webhook_secret(caller: CallerDep, door: DoorDep) -> WebhookSecret:
+    tenant = door.tenants.get(caller.tenant_id)
     if tenant is None:
         raise APIError(404, "tenant_not_found", "the caller's tenant no longer exists")
-    response.headers["Cache-Control"] = "no-store"
     return WebhookSecret(tenant=tenant.name, webhook_secret=tenant.webhook_secret)
 
 
@@ -63,7 +66,8 @@ def webhook_secret(caller: CallerDep, services: ServicesDep, response: Response)
     "/v1/summarize",
     response_model=SummarizeResult,
     tags=["summarize"],
-    summary="Transcribe and summarize a short clip synchronously (same task path as /v1/tasks)",
+    summary="Summarize a short clip (or a transcript) synchronously (the /v1/tasks path)",
+    openapi_extra=request_body(ProcessingOptions, json_body=False),
     responses={
         413: {"description": "Too large or too long"},
         422: {"description": "Bad audio"},
@@ -72,49 +76,31 @@ def webhook_secret(caller: CallerDep, services: ServicesDep, response: Response)
     },
 )
 async def summarize(
-    request: Request,
-    response: Response,
-    file: UploadFile | None = File(None, description="Audio in any format FFmpeg reads."),
-    language: str | None = Form(None, description="ISO-639-1 code; detected when omitted."),
-    instruction: str | None = Form(None, description="Extra summary instruction."),
-    diarize: bool = Form(False, description="Label who spoke when."),
-    min_speakers: int | None = Form(None, ge=1, le=20, description="With diarize: at least."),
-    max_speakers: int | None = Form(None, ge=1, le=20, description="With diarize: at most."),
-    *,
-    caller: CallerDep,
-    services: ServicesDep,
+    request: Request, response: Response, caller: CallerDep, door: DoorDep
 ) -> SummarizeResult:
-    rate_limit(services, caller, response)
-    try:
-        options = TaskOptions(
-            language=language,
-            instruction=instruction,
-            diarize=diarize,
-            min_speakers=min_speakers,
-            max_speakers=max_speakers,
-        )
-    except ValidationError as exc:
-        raise APIError(422, "invalid_request", exc.errors()[0].get("msg", "invalid")) from None
-    if file is None:
+    rate_limit(door, caller, response)
+    processing, uploads = await parse_options(request, ProcessingOptions, json_body=False)
+    if uploads.file is None and uploads.transcript is None:
         raise APIError(422, "missing_file", "the multipart field 'file' is required")
-    sub = await submit_request(
+    options = TaskOptions.model_validate(processing.stored())
+    sub = await submit_to(
+        door,
         request,
         caller,
         options,
-        file,
-        source=TaskSource.SYNC,
-        max_minutes=services.settings.sync_max_audio_minutes,
+        input_source(options, uploads),
+        origin=TaskSource.SYNC,
+        max_minutes=door.settings.sync_max_audio_minutes,
     )
-    task = sub.task
-    timeout = services.settings.sync_max_audio_minutes * 60 * 3 + 60
+    timeout = door.settings.sync_max_audio_minutes * 60 * 3 + 60
     # The TaskRunner runs it; wait for its terminal event (with a database re-check).
-    task = await wait_for_terminal(services, task.id, timeout)
-    response.headers["X-Task-ID"] = task.id if task else ""
+    task = await door.wait(sub.task.id, timeout)
+    response.headers["X-Task-ID"] = sub.task.id
     if task is None:
         raise APIError(410, "task_deleted", "the task was deleted while it ran")
-    if task.status == "succeeded":
+    if task.status == TaskStatus.SUCCEEDED:
         return SummarizeResult.model_validate(task.result)
-    if task.status in ("queued", "transcribing", "summarizing"):
+    if task.status in OPEN_STATUSES:
         raise APIError(
             504,
             "timeout",
@@ -122,5 +108,5 @@ async def summarize(
             headers={"Location": f"/v1/tasks/{task.id}"},
         )
     code = task.error_code or task.status
-    status = status_for(code, 422 if task.status == "failed" else 409)
+    status = status_for(code, 422 if task.status == TaskStatus.FAILED else 409)
     raise APIError(status, code, task.error_message or f"the task was {task.status}")

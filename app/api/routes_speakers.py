@@ -9,26 +9,36 @@ text are replaced by the new ones.
 
 from __future__ import annotations
 
-import asyncio
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter
 from pydantic import BaseModel, Field, ValidationError
 
-from app.api.deps import CallerDep, ServicesDep
+from app.api.deps import CallerDep, DoorDep
 from app.api.errors import APIError
+from app.core.safe_text import one_line
 from app.core.schemas import Summary, Transcript
+from app.core.task_vocabulary import TaskStatus
 from app.speech.diarize import display_names, rename, rename_in_text
-from app.storage.sql.models import TaskStatus
 from app.tasks.views import TaskView, task_view
 
 router = APIRouter(tags=["tasks"])
 
 
-class SpeakerNames(BaseModel):
-    """Speaker id -> name; ``null`` or ``""`` goes back to ``Speaker N``."""
+#: The longest name, once normalised; what is sent may be a little longer (spaces, marks).
+MAX_NAME = 100
+SpeakerId = Annotated[str, Field(min_length=1, max_length=64)]
+RawName = Annotated[str, Field(max_length=4 * MAX_NAME)]
 
-    names: dict[str, str | None] = Field(
+
+class SpeakerNames(BaseModel):
+    """Speaker id -> name; ``null`` or ``""`` goes back to ``Speaker N``.
+
+    Names are stored normalised (``app/core/safe_text.py``): NFC, one line, no control
+    or bidi characters, spaces collapsed.
+    """
+
+    names: dict[SpeakerId, RawName | None] = Field(
         ...,
         min_length=1,
         max_length=20,
@@ -76,20 +86,29 @@ def _rerender(result: dict[str, Any], names: dict[str, str | None]) -> dict[str,
     },
 )
 async def rename_speakers(
-    task_id: str, body: dict[str, Any], caller: CallerDep, services: ServicesDep
+    task_id: str, body: dict[str, Any], caller: CallerDep, door: DoorDep
 ) -> TaskView:
     try:
         req = SpeakerNames.model_validate(body)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise APIError(422, "invalid_request", f"{field}: {first.get('msg')}") from None
-    for name in req.names.values():
-        if name is not None and (len(name) > 100 or "\n" in name):
-            raise APIError(422, "invalid_name", "a name is one line of at most 100 characters")
-    store = services.store
+        raise APIError(
+            422, "invalid_request", f"{field}: {first.get('msg')}", extra={"field": field}
+        ) from None
+    names: dict[str, str | None] = {}
+    for speaker, raw in req.names.items():
+        name = one_line(raw or "")
+        if len(name) > MAX_NAME:
+            raise APIError(
+                422,
+                "invalid_name",
+                f"names.{speaker}: a name is at most {MAX_NAME} characters",
+                extra={"field": f"names.{speaker}"},
+            )
+        names[speaker] = name or None
     for _ in range(3):  # optimistic: retry if another rename landed in between
-        task = await asyncio.to_thread(store.get, task_id, caller.tenant_id)
+        task = await door.get(task_id, caller.tenant_id)
         if task is None:
             raise APIError(404, "task_not_found", f"no task '{task_id}'")
         if task.status != TaskStatus.SUCCEEDED or not task.result:
@@ -101,14 +120,12 @@ async def rename_speakers(
                 409, "not_diarized", "the task was not diarized; submit it with diarize=true"
             )
         try:
-            new = _rerender(task.result, {k: (v or None) for k, v in req.names.items()})
+            new = _rerender(task.result, names)
         except KeyError as exc:
             raise APIError(
                 422, "unknown_speaker", f"the transcript has no speaker {exc.args[0]}"
             ) from None
-        updated = await asyncio.to_thread(
-            store.replace_result, task_id, caller.tenant_id, new, task.result
-        )
+        updated = await door.replace_result(task, new, task.result)
         if updated is not None:
             return task_view(updated)
     raise APIError(409, "concurrent_update", "the task changed while renaming; try again")

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import os
 import signal
+import stat
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 import typer
@@ -17,6 +20,10 @@ from rich.panel import Panel
 from rich.table import Table
 
 from app.core.settings import Settings
+from app.core.task_vocabulary import TaskStatus as Status
+
+if TYPE_CHECKING:
+    from app.cli.deploy import Listener
 
 console = Console()
 err_console = Console(stderr=True)
@@ -62,6 +69,10 @@ def register(cli: typer.Typer) -> None:
         from app.cli import deploy as runner
         from app.core.ray_auth import ensure_ray_token
 
+        # Everything this service writes is private: the database (webhook secrets), blobs
+        # (audio), Redis' files and Ray's session files. Ray's processes and so the Serve
+        # replicas of a local start inherit the umask; Ray widens its own shared dirs itself.
+        os.umask(0o077)
         ensure_ray_token()  # before Ray is imported: a fresh machine has no token yet
         if host:
             os.environ["AIPP_HOST"] = host
@@ -86,8 +97,20 @@ def register(cli: typer.Typer) -> None:
             runner.wait_running(settings)
             console.print("[green]config applied[/]")
             return
+        stop = _install_stop_handlers()
         with console.status("starting Ray (dashboard on 127.0.0.1)…"):
-            runner.start_ray(settings, address, num_cpus)
+            try:
+                runner.start_ray(settings, address, num_cpus)
+            except SystemExit as exc:  # Ray's handler, for a SIGTERM during ray.init
+                if exc.code != signal.SIGTERM:
+                    raise
+                stop.set()
+        # Again: ray.init replaced ours with its own (Python's sys.exit, then the core
+        # worker's stack-dumping C++ handler: the dump issue 23 saw).
+        _install_stop_handlers(stop)
+        if stop.is_set():
+            _shut_down(settings, address)
+            return
         total = runner.cluster_total()
         if address:  # a cluster may add nodes on demand: say so, then wait
             problem = runner.fit_problem(cfg, total)
@@ -99,6 +122,8 @@ def register(cli: typer.Typer) -> None:
                 _fail(problem)
         started = time.monotonic()
         last_line = [0.0]
+        if not console.is_terminal:  # logs and CI: from here on a signal drains
+            console.print("deploying the Serve application (loading models)")
         with console.status("deploying Serve application (loading models)…") as status:
             runner.deploy(cfg, settings)
 
@@ -112,9 +137,12 @@ def register(cli: typer.Typer) -> None:
                     console.print(line)
 
             try:
-                runner.wait_running(settings, on_tick=_tick)
+                runner.wait_running(settings, on_tick=_tick, stop=stop)
             except runner.DeployError as exc:
                 _fail(f"the Serve application failed to start:\n{exc}")
+            except runner.Stopped:
+                _shut_down(settings, address)
+                return
         console.print(f"[dim]ready in {time.monotonic() - started:.0f}s[/]")
         base = f"http://{settings.host}:{settings.port}"
         table = Table(show_header=False, box=None)
@@ -123,13 +151,14 @@ def register(cli: typer.Typer) -> None:
         table.add_row("Planner", f"{base}/planner")
         table.add_row("Dashboard", runner.dashboard_url(settings))
         table.add_row("Models", f"{models['stt']} + {models['llm']} ({settings.llm_engine})")
+        if not address:  # a joined cluster's processes are not ours to list
+            table.add_row("Beyond loopback", _exposure(runner.exposed_listeners()))
         console.print(Panel(table, title="aipp is serving", expand=False))
         console.print("Ctrl-C stops the service.", style="dim")
         sys.stdout.flush()
-        _block_until_signal()
-        from ray import serve as ray_serve
-
-        ray_serve.shutdown()
+        while not stop.wait(0.5):  # a timed wait: signal handlers run between waits
+            pass
+        _shut_down(settings, address)
 
     @cli.command()
     def summarize(
@@ -192,6 +221,7 @@ def _prepare_state(settings: Settings) -> dict[str, str]:
 
     settings.data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # holds secrets
     settings.data_dir.chmod(0o700)  # also narrows a dir an older version left 0755
+    _narrow_tree(settings.data_dir)
     env = {"AIPP_DATA_DIR": str(settings.data_dir)}
     try:
         upgrade(settings.effective_database_url)
@@ -210,16 +240,89 @@ def _prepare_state(settings: Settings) -> dict[str, str]:
     return env
 
 
-def _block_until_signal() -> None:
-    stop = {"now": False}
+def _narrow_tree(root: Path) -> None:
+    """Take group/other bits off everything under ``root``.
 
-    def _handler(*_):
-        stop["now"] = True
+    New files are private already (umask 077, explicit modes in the stores); this fixes
+    the 0644 database and 0755 blob dirs that versions before issue 26 left behind.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in (*dirnames, *filenames):
+            path = Path(dirpath, name)
+            try:
+                mode = path.lstat().st_mode
+                if not stat.S_ISLNK(mode) and mode & 0o077:
+                    path.chmod(stat.S_IMODE(mode) & 0o700)
+            except OSError:  # gone meanwhile, or not ours: leave it
+                continue
+
+
+def _exposure(exposed: list[Listener]) -> str:
+    """The start-up table's answer to "what can other machines connect to?"."""
+    if not exposed:
+        return "nothing: every Ray and Serve port is on 127.0.0.1"
+    lines = [f"{item.address} {item.process}" for item in exposed]
+    return escape("\n".join([*lines, "(firewall them: docs/security.md)"]))
+
+
+def _install_stop_handlers(stop: threading.Event | None = None) -> threading.Event:
+    """SIGINT and SIGTERM (systemd, Kubernetes) only set an event; the drain runs in the
+    main thread's own time. Ray's driver handlers would exit mid-call instead (with a
+    stack dump from the core worker's), so no drain."""
+    stop = stop or threading.Event()
+
+    def _handler(signum: int, _frame) -> None:
+        if stop.is_set():  # a second signal: the operator insists
+            console.print(f"[yellow]{signal.Signals(signum).name} again: still draining[/]")
+        stop.set()
 
     signal.signal(signal.SIGINT, _handler)
     signal.signal(signal.SIGTERM, _handler)
-    while not stop["now"]:
-        time.sleep(0.5)
+    return stop
+
+
+def _shut_down(settings: Settings, address: str | None) -> None:
+    """Drain within ``AIPP_SHUTDOWN_GRACE_S`` and return (exit 0).
+
+    ``serve.shutdown`` deletes the app: the proxies stop taking requests, every replica
+    gets its ``graceful_shutdown_*`` time (the TaskRunner's ``__del__`` hands running
+    tasks back to the queue), then Serve's actors go. A local Ray is stopped after; a
+    joined cluster is left running. If the drain overruns the grace period we exit anyway:
+    a task whose lease was not handed back is re-claimed when its lease expires.
+    """
+    grace = settings.shutdown_grace_s
+    console.print(f"stopping: draining for at most {grace:.0f}s (AIPP_SHUTDOWN_GRACE_S)…")
+    sys.stdout.flush()
+    started = time.monotonic()
+
+    def _drain() -> None:
+        import ray
+        from ray.serve.context import _get_global_client
+        from ray.serve.exceptions import RayServeException
+
+        if not ray.is_initialized():  # stopped before Ray was up: nothing to drain
+            return
+        try:
+            client = _get_global_client()
+        except RayServeException:  # no Serve running (stopped before it started)
+            client = None
+        except Exception as exc:  # noqa: BLE001 - the cluster is going away: report, go on
+            console.print(f"[yellow]cannot reach Serve to drain it: {escape(str(exc))}[/]")
+            client = None
+        if client is not None:
+            client.shutdown(timeout_s=grace)
+        if not address:
+            ray.shutdown()
+
+    worker = threading.Thread(target=_drain, name="aipp-drain", daemon=True)
+    worker.start()
+    worker.join(grace + 5)  # + the local Ray's own stop
+    took = time.monotonic() - started
+    if worker.is_alive():
+        console.print(f"[yellow]drain not done after {took:.0f}s; exiting anyway[/]")
+        sys.stdout.flush()
+        os._exit(0)  # skip atexit hooks that would wait on the same stuck calls
+    console.print(f"stopped in {took:.0f}s")
 
 
 def _raise_for_error(resp: httpx.Response) -> None:
@@ -257,14 +360,14 @@ def _summarize_request(
                         event = json.loads(line[5:])
                         status = event.get("status", "")
                         progress = event.get("progress") or {}
-                        done = {"summarizing": 0.9, "succeeded": 1.0}.get(status, 0.0)
-                        if status == "transcribing" and progress.get("total_s"):
+                        done = {Status.SUMMARIZING: 0.9, Status.SUCCEEDED: 1.0}.get(status, 0.0)
+                        if status == Status.TRANSCRIBING and progress.get("total_s"):
                             done = 0.9 * progress["transcribed_s"] / progress["total_s"]
                         bar.update(job, completed=done, description=f"{file.name}: {status}")
             task = http.get(f"/v1/tasks/{task_id}").json()
     except httpx.HTTPError as exc:
         _fail(f"cannot reach {url}: {exc}")
-    if task.get("status") != "succeeded":
+    if task.get("status") != Status.SUCCEEDED:
         error = task.get("error") or {}
         _fail(f"task {task_id} {task.get('status')}: {error.get('code')}: {error.get('message')}")
     return task["result"]

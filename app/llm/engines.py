@@ -10,8 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
+import math
+import os
 import queue
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Protocol
@@ -23,6 +27,7 @@ from app.core.model_assets import ModelError, ResolvedModel, resolve_llm_model
 from app.core.settings import Settings
 
 Message = dict[str, str]
+log = logging.getLogger(__name__)
 
 
 class Completion(BaseModel):
@@ -135,13 +140,22 @@ class VLLMEngine:
             raise ModelError(
                 "AIPP_LLM_ENGINE", f"vllm is not installed; install aipp[gpu] ({exc})"
             ) from None
+        # vLLM starts its engine core in a child process. Forked, that child inherits a
+        # CUDA context CTranslate2 (Whisper) may have created in this process, and CUDA
+        # fails in it; vLLM only switches to spawn by itself when *torch* initialised
+        # CUDA. Every process that hosts both (bench/gpu_smoke.py, `aipp plan
+        # --calibrate`) gets here, so this is the one place that decides.
+        os.environ[VLLM_MP_METHOD_ENV] = "spawn"
         self.model_name = model.name
         self.context_tokens = context_tokens
+        self.gpu_memory_utilization = share_of_free_gpu_memory(gpu_memory_utilization)
         self._loop = asyncio.new_event_loop()
         threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True).start()
         # Built on the loop it will run on: its output handler is an asyncio task there.
         self._engine = self._run(
-            _open_async_engine(model.path, context_tokens, gpu_memory_utilization, enforce_eager)
+            _open_async_engine(
+                model.path, context_tokens, self.gpu_memory_utilization, enforce_eager
+            )
         )
         self._tokenizer = self._engine.get_tokenizer()
 
@@ -225,6 +239,83 @@ class VLLMEngine:
             if isinstance(item, BaseException):
                 raise item
             yield item
+
+
+VLLM_MP_METHOD_ENV = "VLLM_WORKER_MULTIPROC_METHOD"
+# Left free beyond vLLM's share for a busy neighbour on the same GPU (Whisper's batches
+# grow its working memory), so vLLM's start-up profiling does not count the neighbour's
+# growth as its own and neither side runs out.
+GPU_FREE_MARGIN_BYTES = 1 << 30
+FREE_MEMORY_SAMPLES = 3  # readings 0.5 s apart; the lowest counts (the neighbour's peak)
+
+
+def gpu_memory_share(configured: float, free_bytes: int, total_bytes: int) -> float:
+    """vLLM's ``gpu_memory_utilization``: the configured share, or what is free now.
+
+    vLLM refuses to start when less than its share of the *whole* GPU is free, which is
+    the case when Whisper on the same GPU already holds more than the rest (a busy
+    Transcriber that started first). Taking what is free (less a margin) lets it start
+    with a smaller KV cache instead of failing.
+    """
+    fits = (free_bytes - GPU_FREE_MARGIN_BYTES) / total_bytes
+    if fits <= 0:
+        raise ModelError(
+            "AIPP_LLM_GPU_MEMORY_UTILIZATION",
+            f"only {free_bytes / 2**30:.1f} GiB of {total_bytes / 2**30:.1f} GiB GPU memory "
+            "is free: nothing left for vLLM beside what holds the rest",
+        )
+    return min(configured, math.floor(fits * 1000) / 1000)  # never above what is free
+
+
+def _visible_gpu_memory() -> tuple[int, int] | None:
+    """(free, total) bytes of the first GPU this process may use, from NVML.
+
+    NVML, not torch: a CUDA context here would cost memory on the shared GPU for the
+    replica's whole life. None when there is no NVML (no GPU, or not the CUDA build).
+    """
+    try:
+        import pynvml  # nvidia-ml-py, a vLLM dependency
+    except ImportError:
+        return None
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "0").split(",")[0].strip() or "0"
+    try:
+        pynvml.nvmlInit()
+        try:
+            if visible.startswith(("GPU-", "MIG-")):
+                handle = pynvml.nvmlDeviceGetHandleByUUID(visible)
+            else:
+                handle = pynvml.nvmlDeviceGetHandleByIndex(int(visible))
+            info = pynvml.nvmlDeviceGetMemoryInfo(handle)
+            return int(info.free), int(info.total)
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # pynvml.NVMLError and friends: size as configured
+        log.warning("cannot read GPU memory through NVML (%s); using the configured share", exc)
+        return None
+
+
+def share_of_free_gpu_memory(configured: float) -> float:
+    """The configured share, lowered to what is free on the visible GPU (see above)."""
+    readings = []
+    for i in range(FREE_MEMORY_SAMPLES):
+        if i:
+            time.sleep(0.5)
+        reading = _visible_gpu_memory()
+        if reading is None:
+            return configured
+        readings.append(reading)
+    free = min(f for f, _ in readings)
+    total = readings[0][1]
+    share = gpu_memory_share(configured, free, total)
+    if share < configured:
+        log.warning(
+            "vLLM takes %.3f of the GPU, not %.3f: %.1f GiB of %.1f GiB is free",
+            share,
+            configured,
+            free / 2**30,
+            total / 2**30,
+        )
+    return share
 
 
 async def _open_async_engine(

@@ -40,6 +40,7 @@ import socket
 import ssl
 import typing
 from collections.abc import Awaitable, Callable, Iterable
+from urllib.parse import urlsplit
 
 import httpcore
 import httpx
@@ -215,6 +216,25 @@ def check_url(url: str | httpx.URL, allow: AllowList | Iterable[str] | None = No
     except ValueError:
         pass  # a host name
     return parsed
+
+
+def redact_url(url: str | httpx.URL | None) -> str:
+    """``url`` as logs and documents may show it: scheme, host, port and path only.
+
+    A query string or fragment often carries a credential (a presigned S3 URL's
+    signature, a token), and so may a ``user:password@``; they are left out. Total:
+    a URL that does not parse gives a placeholder, never an exception.
+    """
+    if url is None:
+        return ""
+    try:
+        parts = urlsplit(str(url))
+        host = parts.netloc.rpartition("@")[2]
+    except ValueError:
+        return "<unparsable URL>"
+    if not parts.scheme and not host:
+        return parts.path.split("?", 1)[0].split("#", 1)[0]
+    return f"{parts.scheme}://{host}{parts.path}"
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
@@ -443,6 +463,7 @@ __all__ = [
     "check_url",
     "fetch_audio",
     "guarded_client",
+    "redact_url",
     "refusal_reason",
     "resolve_checked",
     "system_resolver",

@@ -1,6 +1,7 @@
 """Capacity planner: GPU counts, self-hosted vs managed monthly cost, the cost crossover,
-and Serve/KubeRay replica advice. The core (catalog, model, crossover, advice) does no I/O
-beyond reading the catalog file; the CLI, API and page sit on top of :func:`plan`.
+and Serve/KubeRay replica advice. The core (catalog, queueing, sizing, costs, crossover,
+advice) does no I/O beyond reading the catalog file; the CLI, API and page sit on top of
+:func:`plan`.
 """
 
 from app.planner.catalog import Catalog, CatalogError, load_catalog

@@ -64,6 +64,8 @@ class Measurement:
     llm_decode_s: float
     stt_model: str = ""
     llm_model: str = ""
+    stt_batch: int = 1  # recordings in one batched Whisper pass (1: the sequential path)
+    llm_batch: int = 1  # concurrent LLM requests; the rates are their aggregate
 
 
 @dataclass(frozen=True)
@@ -129,7 +131,8 @@ def build_profile(
     llm_vram_gb: float = 0.0,
     date: str | None = None,
 ) -> MeasuredProfile:
-    """Throughput profiles from raw timings: inverse RTF and tokens/s at batch size 1."""
+    """Throughput profiles from raw timings: inverse RTF of the (batched) Whisper pass and
+    aggregate tokens/s at the measured LLM concurrency, which becomes the batch size."""
     for name in ("stt_audio_s", "stt_wall_s", "llm_prefill_s", "llm_decode_s"):
         value = getattr(m, name)
         if not value > 0:
@@ -141,7 +144,8 @@ def build_profile(
         title=f"measured here on {hardware.describe()}: {m.stt_model or 'STT'} "
         f"{m.stt_audio_s:.1f} s audio in {m.stt_wall_s:.2f} s; {m.llm_model or 'LLM'} "
         f"prefill {m.llm_prefill_tokens} tok in {m.llm_prefill_s:.2f} s, decode "
-        f"{m.llm_decode_tokens} tok in {m.llm_decode_s:.2f} s (batch 1)",
+        f"{m.llm_decode_tokens} tok in {m.llm_decode_s:.2f} s "
+        f"(Whisper batch {m.stt_batch}, LLM batch {m.llm_batch})",
         url=None,
         as_of=date,
         note="aipp plan --calibrate",
@@ -155,7 +159,7 @@ def build_profile(
     llm = LlmProfile(
         prefill_tokens_per_s=m.llm_prefill_tokens / m.llm_prefill_s,
         decode_tokens_per_s=m.llm_decode_tokens / m.llm_decode_s,
-        batch_size=1,
+        batch_size=max(1, m.llm_batch),
         vram_gb=llm_vram_gb,
         basis="measured",
         source=MEASURED_SOURCE_ID,
@@ -231,19 +235,71 @@ def _messages(nonce: str, repeats: int) -> list[dict[str, str]]:
     ]
 
 
+def _transcribe_batch(stt: Any, audio: Path, batch: int) -> float:
+    """``batch`` copies of ``audio`` in one batched pass (what a GPU Transcriber runs);
+    returns the audio seconds transcribed."""
+    from app.speech.stt import SttOptions
+
+    outs = stt.transcribe_bytes_many([audio.read_bytes()] * batch, SttOptions())
+    bad = [o for o in outs if isinstance(o, Exception)]
+    if bad:
+        raise CalibrationError(f"the batched STT pass failed: {bad[0]}")
+    total = sum(float(getattr(o.transcript, "duration_s", 0.0)) for o in outs)
+    if total <= 0:
+        raise CalibrationError("the STT wrapper reported no audio duration")
+    return total
+
+
+def stt_batch_size(stt: Any, batch: int) -> int:
+    """The batch the deployed path uses: ``batch`` on the batched (GPU) pipeline, else 1."""
+    batched = bool(getattr(stt, "batching", False)) and hasattr(stt, "transcribe_bytes_many")
+    return max(1, batch) if batched else 1
+
+
 def measure_stt(
-    stt: Any, audio: Path, clock: Any = time.perf_counter, repeats: int = 2
+    stt: Any, audio: Path, clock: Any = time.perf_counter, repeats: int = 2, batch: int = 1
 ) -> tuple[float, float]:
-    """(audio seconds, fastest wall seconds of ``repeats`` runs) after a warm-up call."""
-    _transcribe(stt, audio)  # warm-up: the first call pays lazy initialisation
+    """(audio seconds, fastest wall seconds of ``repeats`` runs) after a warm-up call.
+
+    With ``batch > 1`` and a wrapper on the batched pipeline, each run is one batched
+    pass over ``batch`` copies, as a GPU Transcriber serves concurrent files.
+    """
+    n = stt_batch_size(stt, batch)
+
+    def once() -> float:
+        return _transcribe_batch(stt, audio, n) if n > 1 else _transcribe(stt, audio)
+
+    once()  # warm-up: the first call pays lazy initialisation
     audio_s, wall = 0.0, math.inf
     for _ in range(max(1, repeats)):
         t0 = clock()
-        audio_s = _transcribe(stt, audio)
+        audio_s = once()
         wall = min(wall, clock() - t0)
     if not 0 < wall < math.inf:
         raise CalibrationError("the STT measurement took no time")
     return audio_s, wall
+
+
+def _concurrent(engine: Any, tag: str, n: int, prompt_repeats: int, max_tokens: int) -> Any:
+    """``n`` requests at once with distinct prompts; returns their summed token counts
+    (as one completion-like object). A batching engine (vLLM) serves them together."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=n) as pool:
+        outs = list(
+            pool.map(
+                lambda i: engine.generate(
+                    _messages(f"{tag}-{i}", prompt_repeats), max_tokens=max_tokens, temperature=0.0
+                ),
+                range(n),
+            )
+        )
+
+    class Sum:
+        prompt_tokens = sum(int(o.prompt_tokens) for o in outs)
+        completion_tokens = sum(int(o.completion_tokens) - 1 for o in outs) + 1
+
+    return Sum()
 
 
 def measure_llm(
@@ -253,6 +309,7 @@ def measure_llm(
     prompt_repeats: int = 6,
     repeats: int = 2,
     clock: Any = time.perf_counter,
+    concurrency: int = 1,
 ) -> tuple[int, float, int, float]:
     """(prefill tokens, prefill s, decode tokens, decode s) at batch size 1.
 
@@ -262,20 +319,30 @@ def measure_llm(
     at that rate, over A.completion_tokens - 1 decode steps. The prompts differ from
     their first token so llama.cpp's prefix cache cannot shorten B. Each call runs
     ``repeats`` times and the fastest counts (other load only ever slows a run down).
+
+    ``concurrency > 1`` sends that many A (and then B) calls at once, as the Summarizer
+    receives them; the counts and rates are their aggregate (the profile's batch size).
     """
     engine.generate(_messages("warm-up", 1), max_tokens=4, temperature=0.0)
     t_a = t_b = math.inf
     a = b = None
+    n = max(1, concurrency)
     for i in range(max(1, repeats)):
         t0 = clock()
-        a_i = engine.generate(
-            _messages(f"A{i}", prompt_repeats), max_tokens=decode_tokens, temperature=0.0
-        )
+        if n > 1:
+            a_i = _concurrent(engine, f"A{i}", n, prompt_repeats, decode_tokens)
+        else:
+            a_i = engine.generate(
+                _messages(f"A{i}", prompt_repeats), max_tokens=decode_tokens, temperature=0.0
+            )
         dt = clock() - t0
         if dt < t_a:
             t_a, a = dt, a_i
         t0 = clock()
-        b_i = engine.generate(_messages(f"B{i}", prompt_repeats), max_tokens=1, temperature=0.0)
+        if n > 1:
+            b_i = _concurrent(engine, f"B{i}", n, prompt_repeats, 1)
+        else:
+            b_i = engine.generate(_messages(f"B{i}", prompt_repeats), max_tokens=1, temperature=0.0)
         dt = clock() - t0
         if dt < t_b:
             t_b, b = dt, b_i
@@ -322,8 +389,14 @@ def measure(
     prompt_repeats: int = 6,
     repeats: int = 2,
     clock: Any = time.perf_counter,
+    batch: int | None = None,
 ) -> Measurement:
     """Time the project's STT and LLM wrappers on this machine.
+
+    ``batch`` (default: the settings' ``stt_batch_size``): on the batched (GPU) path,
+    recordings per Whisper pass and concurrent LLM requests (vLLM batches them), so the
+    profile describes what the deployment runs rather than batch 1. On CPU both paths
+    run one at a time (llama.cpp serialises calls), and so does the measurement.
 
     ``stt`` and ``engine`` default to ``app.speech.stt.SpeechToText.from_settings(settings)``
     and ``app.llm.build_engine(settings)``, imported here so the planner itself does
@@ -340,7 +413,11 @@ def measure(
         from app.speech.stt import SpeechToText
 
         stt = SpeechToText.from_settings(settings)
-    audio_s, stt_wall = measure_stt(stt, audio, clock, repeats)
+    if batch is None:
+        batch = int(getattr(settings, "stt_batch_size", 1) or 1)
+    stt_batch = stt_batch_size(stt, batch)
+    llm_batch = max(1, batch) if stt_batch > 1 else 1
+    audio_s, stt_wall = measure_stt(stt, audio, clock, repeats, batch=batch)
     if engine is None:
         from app.llm import build_engine
 
@@ -351,6 +428,7 @@ def measure(
         prompt_repeats=prompt_repeats,
         repeats=repeats,
         clock=clock,
+        concurrency=llm_batch,
     )
     return Measurement(
         stt_audio_s=audio_s,
@@ -361,6 +439,8 @@ def measure(
         llm_decode_s=d_s,
         stt_model=str(getattr(stt, "model_name", "") or getattr(settings, "stt_model", "")),
         llm_model=str(getattr(engine, "model_name", "") or getattr(settings, "llm_model", "")),
+        stt_batch=stt_batch,
+        llm_batch=llm_batch,
     )
 
 

@@ -10,12 +10,20 @@ optional user file over it and validates the result; a malformed file raises
 from __future__ import annotations
 
 import copy
+import datetime as dt
 import os
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 CATALOG_ENV = "AIPP_PLANNER_CATALOG"
@@ -31,35 +39,97 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+def _iso_date(value: str | None) -> str | None:
+    if value is not None:
+        try:
+            dt.date.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"'{value}' is not a date (YYYY-MM-DD)") from None
+    return value
+
+
 class Source(_Strict):
     title: str = Field(min_length=1)
     url: str | None = None
-    as_of: str = Field(min_length=4, description="Date the figure describes (YYYY-MM-DD).")
+    as_of: str = Field(min_length=10, description="Date the figure was last checked (YYYY-MM-DD).")
     note: str = ""
+
+    @field_validator("as_of")
+    @classmethod
+    def _date(cls, value: str) -> str:
+        return _iso_date(value) or value
+
+    def age_days(self, today: dt.date) -> int:
+        return (today - dt.date.fromisoformat(self.as_of)).days
+
+
+LifecycleStatus = Literal["active", "legacy", "retired"]
+
+
+class Lifecycle(_Strict):
+    """A managed model's state on its provider (Bedrock: Active, Legacy, End-of-Life)."""
+
+    status: LifecycleStatus = "active"
+    legacy_since: str | None = None
+    end_of_life: str | None = Field(None, description="EOL date when announced (YYYY-MM-DD).")
+    note: str = ""
+    source: str | None = None
+
+    @field_validator("legacy_since", "end_of_life")
+    @classmethod
+    def _dates(cls, value: str | None) -> str | None:
+        return _iso_date(value)
+
+    def state(self, today: dt.date, soon_days: int = 183) -> tuple[str, str]:
+        """(``active`` | ``legacy`` | ``soon`` | ``retired``, a sentence for a warning)."""
+        eol = dt.date.fromisoformat(self.end_of_life) if self.end_of_life else None
+        if self.status == "retired" or (eol is not None and eol <= today):
+            when = f" on {self.end_of_life}" if self.end_of_life else ""
+            return "retired", f"reached end of life{when}"
+        if eol is not None and (eol - today).days <= soon_days:
+            return "soon", f"reaches end of life on {self.end_of_life}"
+        if self.status == "legacy":
+            return "legacy", "is marked legacy" + (
+                f" (end of life {self.end_of_life})" if self.end_of_life else ""
+            )
+        return "active", ""
+
+
+# Physically meaningful ranges for throughput figures: slower than 1/100 of real time
+# or faster than 100,000x is a typo, and such a number would make the queueing maths
+# divide by (nearly) nothing.
+_SPEED = {"ge": 0.01, "le": 100_000}
+_TOKENS = {"ge": 0.01, "le": 10_000_000}
 
 
 class GpuType(_Strict):
     instance_type: str = Field(min_length=1)
     gpus_per_instance: int = Field(ge=1, le=64)
-    vram_gb: float = Field(gt=0)
-    on_demand_usd_per_hour: float = Field(ge=0)
-    spot_usd_per_hour: float = Field(ge=0)
+    vram_gb: float = Field(gt=0, le=10_000)
+    on_demand_usd_per_hour: float = Field(ge=0, le=10_000)
+    spot_usd_per_hour: float = Field(ge=0, le=10_000)
     source: str
     spot_source: str
+    spot_basis: Basis = Field(
+        "estimate", description="Spot moves by zone and hour: a typical value is an estimate."
+    )
+    spot_range_usd_per_hour: tuple[float, float] | None = Field(
+        None, description="Low and high spot prices seen (with spot_basis: estimate)."
+    )
 
 
 class SttProfile(_Strict):
-    audio_s_per_gpu_s: float = Field(gt=0, description="Inverse real-time factor.")
-    vram_gb: float = Field(ge=0)
+    audio_s_per_gpu_s: float = Field(description="Inverse real-time factor.", **_SPEED)
+    vram_gb: float = Field(ge=0, le=10_000)
     basis: Basis = "estimate"
     source: str
 
 
 class LlmProfile(_Strict):
-    prefill_tokens_per_s: float = Field(gt=0)
-    decode_tokens_per_s: float = Field(gt=0)
-    batch_size: int = Field(ge=1)
-    vram_gb: float = Field(ge=0)
+    prefill_tokens_per_s: float = Field(**_TOKENS)
+    decode_tokens_per_s: float = Field(**_TOKENS)
+    batch_size: int = Field(ge=1, le=4096)
+    vram_gb: float = Field(ge=0, le=10_000)
     basis: Basis = "estimate"
     source: str
 
@@ -109,9 +179,19 @@ class BedrockModel(_Strict):
     batch_discount: float = Field(
         0.5, ge=0, lt=1, description="Share off the on-demand price for batch inference."
     )
+    regional_premium: float = Field(
+        0, ge=0, le=1, description="Extra share on in-region endpoints (vs global routing)."
+    )
     retired: bool = Field(False, description="End of life on Bedrock: plans warn.")
     lifecycle_note: str = ""
+    lifecycle: Lifecycle | None = None
+    basis: Basis = "published"
     source: str
+
+    def life(self) -> Lifecycle:
+        if self.lifecycle is not None:
+            return self.lifecycle
+        return Lifecycle(status="retired" if self.retired else "active", note=self.lifecycle_note)
 
 
 class SttApi(_Strict):
@@ -124,8 +204,53 @@ class SttApi(_Strict):
     diarization_usd_per_minute: float | None = Field(
         0, ge=0, description="Speaker-label add-on; null when the API has no diarization."
     )
+    outside_aws: bool = Field(
+        False, description="Hosted outside AWS: sending it the audio is internet egress."
+    )
+    lifecycle: Lifecycle | None = None
     basis: Basis = "published"
     source: str
+
+
+class TieredRate(_Strict):
+    up_to: float | None = Field(None, gt=0, description="Cumulative bound; null: no bound.")
+    rate: float = Field(ge=0)
+
+
+def _tiers_ok(tiers: list[TieredRate], what: str) -> None:
+    bounds = [t.up_to for t in tiers]
+    if bounds[-1] is not None or any(b is None for b in bounds[:-1]):
+        raise ValueError(f"only the last {what} tier has up_to: null, and it must")
+    finite = [b for b in bounds[:-1] if b is not None]
+    if any(b2 <= b1 for b1, b2 in zip(finite, finite[1:], strict=False)):
+        raise ValueError(f"{what} tier bounds must increase")
+
+
+class Egress(_Strict):
+    """Internet data transfer out of AWS, for audio sent to a speech API outside it."""
+
+    tiers: list[TieredRate] = Field(min_length=1, description="USD per GB, cumulative GB.")
+    audio_mb_per_minute: float = Field(0.5, gt=0, le=100)
+    source: str
+
+    @model_validator(mode="after")
+    def _check(self) -> Egress:
+        _tiers_ok(self.tiers, "egress")
+        return self
+
+
+class SupportPlan(_Strict):
+    """An AWS support plan: the greater of a minimum and shares of monthly AWS usage."""
+
+    name: str
+    minimum_usd: float = Field(ge=0)
+    tiers: list[TieredRate] = Field(min_length=1, description="Share of usage, cumulative USD.")
+    source: str
+
+    @model_validator(mode="after")
+    def _check(self) -> SupportPlan:
+        _tiers_ok(self.tiers, "support")
+        return self
 
 
 class Managed(_Strict):
@@ -133,12 +258,17 @@ class Managed(_Strict):
     transcribe_diarization_usd_per_minute: float = Field(0, ge=0)
     stt_apis: dict[str, SttApi] = Field(default_factory=dict)
     bedrock: dict[str, BedrockModel] = Field(min_length=1)
+    bedrock_batch_turnaround_hours: float = Field(
+        24, gt=0, le=720, description="Bedrock batch jobs may take this long."
+    )
+    bedrock_batch_source: str | None = None
+    egress: Egress | None = None
 
 
 class DiarizerProfile(_Strict):
     """Speaker diarization throughput on one device ("cpu" or a GPU type)."""
 
-    audio_s_per_s: float = Field(gt=0, description="Audio seconds per second (1 / RTF).")
+    audio_s_per_s: float = Field(description="Audio seconds per second (1 / RTF).", **_SPEED)
     instance_type: str | None = None
     usd_per_hour: float | None = Field(None, ge=0, description="CPU node price (cpu only).")
     vram_gb: float = Field(0, ge=0)
@@ -189,7 +319,7 @@ class FixedCost(_Strict):
 class Catalog(_Strict):
     version: int = 1
     as_of: str = Field(
-        "1970-01-01", description="Date the catalog's prices were last reviewed (YYYY-MM-DD)."
+        "1970-01-01", description="Date the catalog as a whole was last reviewed (YYYY-MM-DD)."
     )
     region: str = "us-east-1"
     currency: str = "USD"
@@ -201,6 +331,7 @@ class Catalog(_Strict):
     managed: Managed
     diarizer: Diarizer = Field(default_factory=Diarizer)
     commitments: dict[str, Commitment] = Field(default_factory=dict)
+    support_plans: dict[str, SupportPlan] = Field(default_factory=dict)
     fixed_costs: list[FixedCost] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -224,8 +355,18 @@ class Catalog(_Strict):
         need(self.managed.transcribe.source, "managed.transcribe.source")
         for bname, bm in self.managed.bedrock.items():
             need(bm.source, f"managed.bedrock.{bname}.source")
+            if bm.lifecycle is not None and bm.lifecycle.source is not None:
+                need(bm.lifecycle.source, f"managed.bedrock.{bname}.lifecycle.source")
         for aname, api in self.managed.stt_apis.items():
             need(api.source, f"managed.stt_apis.{aname}.source")
+            if api.lifecycle is not None and api.lifecycle.source is not None:
+                need(api.lifecycle.source, f"managed.stt_apis.{aname}.lifecycle.source")
+        if self.managed.egress is not None:
+            need(self.managed.egress.source, "managed.egress.source")
+        if self.managed.bedrock_batch_source is not None:
+            need(self.managed.bedrock_batch_source, "managed.bedrock_batch_source")
+        for pname, sp in self.support_plans.items():
+            need(sp.source, f"support_plans.{pname}.source")
         for dname, dprof in self.diarizer.profiles.items():
             where = f"diarizer.profiles.{dname}"
             need(dprof.source, f"{where}.source")

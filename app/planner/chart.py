@@ -56,6 +56,18 @@ def render_chart(result: PlanResult, path: str | Path) -> Path:
             linewidth=0,
             label="self-hosted sensitivity band (throughput x0.5-x1.5, peak, prices)",
         )
+    top = curve.tasks_per_month[-1] if curve.tasks_per_month else 1
+    for i, rg in enumerate(result.crossover_cheapest.ranges):
+        if rg.from_tasks > top:
+            break
+        ax.axvspan(
+            rg.from_tasks,
+            min(top, rg.to_tasks if rg.to_tasks is not None else top),
+            color="#2da44e",
+            alpha=0.12,
+            linewidth=0,
+            label="self-hosting cheaper than every like-for-like option" if i == 0 else None,
+        )
     if curve.cheapest_managed_usd:
         ax.plot(
             curve.tasks_per_month,
@@ -63,7 +75,7 @@ def render_chart(result: PlanResult, path: str | Path) -> Path:
             color="#bf8700",
             linewidth=1.5,
             linestyle="-.",
-            label="Cheapest managed option",
+            label="Cheapest like-for-like managed option",
         )
     ax.plot(
         curve.tasks_per_month,
@@ -103,23 +115,33 @@ def render_chart(result: PlanResult, path: str | Path) -> Path:
     )
     ax.set_xlabel("tasks per month")
     ax.set_ylabel("USD per month")
-    if co.status == "found" and co.tasks_per_month is not None:
-        headline = f"crossover at {co.tasks_per_month:,} tasks/month"
-    elif co.status == "always_cheaper":
-        headline = "self-hosting cheaper from the first task"
+    cc = result.crossover_cheapest
+    if cc.status == "always_cheaper":
+        headline = "self-hosting is cheapest from the first task"
+    elif cc.tasks_per_month is not None:
+        first = (
+            f" (first at {cc.first_cheaper:,})"
+            if cc.first_cheaper and cc.first_cheaper != cc.tasks_per_month
+            else ""
+        )
+        headline = f"self-hosting stays cheapest from {cc.tasks_per_month:,} tasks/month{first}"
+    elif cc.ranges:
+        headline = f"self-hosting cheapest only in {len(cc.ranges)} window(s)"
     else:
-        headline = "no crossover: managed stays cheaper"
-    lo, hi = band.crossover_low, band.crossover_high
-    band_text = (
-        f"sensitivity band: crossover {lo:,} to {hi:,}"
-        if lo is not None and hi is not None
-        else f"sensitivity band: crossover {lo:,} to none"
-        if lo is not None
-        else "sensitivity band: no crossover"
+        headline = "the cheapest like-for-like managed option stays cheaper"
+    chosen = (
+        f"crossover vs chosen {co.tasks_per_month:,}"
+        if co.tasks_per_month is not None
+        else "no lasting crossover vs chosen"
     )
+
+    def vol(x: int | None) -> str:
+        return "never" if x is None else f"{x:,}"
+
     ax.set_title(
         f"Monthly cost vs volume ({result.inputs.avg_minutes:g} min/task): {headline}\n"
-        f"{band_text} tasks/month",
+        f"{chosen}; sensitivity band: stays cheapest from {vol(band.cheapest_low)} to "
+        f"{vol(band.cheapest_high)} tasks/month",
         fontsize=9,
     )
     money = FuncFormatter(lambda x, _: f"${x:,.0f}")

@@ -56,6 +56,9 @@ FLAGS: dict[str, str] = {
     "ha": "--ha/--no-ha",
     "ops_hours_per_month": "--ops-hours",
     "ops_usd_per_hour": "--ops-usd-per-hour",
+    "scale_up_delay_minutes": "--scale-up-delay",
+    "support_plan": "--support-plan",
+    "bedrock_in_region": "--bedrock-in-region/--bedrock-global",
 }
 
 
@@ -79,158 +82,6 @@ def validation_lines(exc: ValidationError) -> list[str]:
             msg = "is required (or use --preset seed-example)"
         lines.append(f"{flag}: {msg}")
     return lines
-
-
-def _money(x: float | None) -> str:
-    return "-" if x is None else f"${x:,.2f}"
-
-
-def print_table(result: Any) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(highlight=False)
-    inp = result.inputs
-    w = result.workload
-    title = f"Capacity plan{f' (preset {result.preset})' if result.preset else ''}"
-    console.print(f"[bold]{title}[/bold]")
-    console.print(
-        f"{inp.tasks_per_month:,} tasks/month x {inp.avg_minutes:g} min = "
-        f"{w.audio_minutes_per_month:,.0f} audio min; peak {w.peak_tasks_per_hour:,.1f} "
-        f"tasks/h ({inp.active_hours_per_day:g} h x {inp.active_days_per_month:g} days, "
-        f"peak x{inp.peak_factor:g}); {w.summary_tokens_in_per_task:,} tokens in / "
-        f"{w.summary_tokens_out_per_task:,} out per task"
-    )
-
-    s = result.sizing
-    gpus = Table(
-        title=f"GPUs ({result.gpu.name}, {result.gpu.instance_type})", title_justify="left"
-    )
-    gpus.add_column("What")
-    gpus.add_column("Exact", justify="right")
-    gpus.add_column("GPUs", justify="right")
-    gpus.add_column("Throughput per GPU")
-    gpus.add_row(
-        "STT " + result.stt.model,
-        f"{s.stt_gpus_exact:.3f}",
-        str(s.dedicated.stt_gpus),
-        f"{result.stt.audio_s_per_gpu_s:g}x real time ({result.stt.basis})",
-    )
-    gpus.add_row(
-        "LLM " + result.llm.model,
-        f"{s.llm_gpus_exact:.3f}",
-        str(s.dedicated.llm_gpus),
-        f"{result.llm.prefill_tokens_per_s:g} prefill / "
-        f"{result.llm.decode_tokens_per_s:g} decode tok/s ({result.llm.basis})",
-    )
-    gpus.add_row(
-        "Dedicated total",
-        "",
-        str(s.dedicated.total_gpus) if s.dedicated.available else "-",
-        _money(s.dedicated.monthly_usd) + "/month" if s.dedicated.available else s.dedicated.reason,
-    )
-    if s.packed.monthly_usd is not None:
-        gpus.add_row(
-            "Packed (0.5 + 0.5 per GPU)",
-            f"{s.packed_gpus_exact:.3f}",
-            str(s.packed.total_gpus),
-            _money(s.packed.monthly_usd) + "/month",
-        )
-    else:
-        gpus.add_row("Packed (0.5 + 0.5 per GPU)", "", "-", s.packed.reason)
-    console.print(gpus)
-    console.print(f"Layout: [bold]{s.chosen}[/bold]. {s.note}")
-    target = f", target p95 {s.p95_target_s / 60:g} min" if s.p95_target_s else ""
-    pools = Table(
-        title=f"Pools at the peak hour (sizing: {s.method}{target})", title_justify="left"
-    )
-    for col in ("Pool", "Device", "GPUs/nodes", "Utilisation", "p50 wait", "p95 wait"):
-        pools.add_column(col, justify="left" if col in ("Pool", "Device") else "right")
-    for p in s.pools:
-        pools.add_row(
-            p.pool,
-            p.device,
-            str(p.gpus),
-            f"{p.utilization:.0%}",
-            "-" if p.wait_p50_s is None else f"{p.wait_p50_s:,.0f} s",
-            "-" if p.wait_p95_s is None else f"{p.wait_p95_s:,.0f} s",
-        )
-    console.print(pools)
-    if s.predicted_p95_s is not None:
-        console.print(
-            f"Predicted p95 upload-to-result at the peak hour: {s.predicted_p95_s / 60:.1f} min"
-        )
-
-    for label, breakdown in (("Self-hosted", result.self_hosted), ("Managed", result.managed)):
-        t = Table(title=f"{label} monthly cost", title_justify="left")
-        t.add_column("Item")
-        t.add_column("Quantity", justify="right")
-        t.add_column("Unit price", justify="right")
-        t.add_column("Monthly", justify="right")
-        for item in breakdown.line_items:
-            t.add_row(
-                item.name,
-                f"{item.quantity:,.2f} {item.unit}",
-                f"${item.unit_usd:,.6g}",
-                _money(item.monthly_usd),
-            )
-        t.add_row(
-            "[bold]Total[/bold]",
-            "",
-            f"{_money(breakdown.per_task_usd)}/task",
-            f"[bold]{_money(breakdown.monthly_usd)}[/bold]",
-        )
-        console.print(t)
-
-    cheaper = "self-hosting" if result.cheaper == "self_hosted" else "managed services"
-    console.print(
-        f"Self-hosted {_money(result.self_hosted.monthly_usd)} vs managed "
-        f"{_money(result.managed.monthly_usd)}: {cheaper} cheaper by "
-        f"{_money(abs(result.savings_monthly_usd))}/month ({abs(result.savings_pct):.1f}%)."
-    )
-    console.print(f"Crossover: {result.crossover.message}")
-    band = result.band
-    band = result.band
-
-    def _vol(x: int | None) -> str:
-        return "none" if x is None else f"{x:,}"
-
-    console.print(
-        "Sensitivity band (throughput x0.5-x1.5, peak factor, prices): crossover "
-        f"{_vol(band.crossover_low)} to {_vol(band.crossover_high)} tasks/month; self-hosted "
-        f"{_money(band.monthly_usd_low)} to {_money(band.monthly_usd_high)} at this volume."
-    )
-    bl = Table(title="Managed baselines", title_justify="left")
-    for col in ("Baseline", "Monthly", "Cheaper", "Crossover"):
-        bl.add_column(col, justify="left" if col == "Baseline" else "right")
-    for b in result.baselines:
-        bl.add_row(
-            b.name + (" (chosen)" if b.id == _chosen_id(result) else ""),
-            _money(b.monthly_usd),
-            b.cheaper.replace("_", "-"),
-            _vol(b.crossover.tasks_per_month)
-            if b.crossover.tasks_per_month
-            else b.crossover.status,
-        )
-    console.print(bl)
-    console.print(f"[bold]{result.verdict}[/bold]", soft_wrap=True)
-    adv = result.replica_advice
-    parts = [f"{n} {r.min_replicas}-{r.max_replicas}" for n, r in adv.deployments.items()]
-    parts += [f"{n} {r.min_replicas}-{r.max_replicas}" for n, r in adv.worker_groups.items()]
-    console.print("Replicas: " + ", ".join(parts) + " (aipp plan ... --emit serve-overrides)")
-    console.print("[bold]Sources[/bold]")
-    for sid, src in result.sources.items():
-        console.print(
-            f"  {sid}: {src.title} (as of {src.as_of}){' ' + src.url if src.url else ''}",
-            soft_wrap=True,
-        )
-    for note in result.notes:
-        console.print(f"[dim]Note: {note}[/dim]", soft_wrap=True)
-
-
-def _chosen_id(result: Any) -> str:
-    mode = "batch" if result.inputs.bedrock_batch else "on-demand"
-    return f"{result.inputs.managed_stt}+{mode}"
 
 
 def _calibration_overlay(
@@ -259,6 +110,7 @@ def run_plan(
     calibrate: bool,
     calibration_out: Path | None,
     calibration_audio: Path | None,
+    calibration_batch: int | None = None,
 ) -> None:
     from app.planner.catalog import CatalogError, load_catalog
     from app.planner.plan import plan
@@ -293,12 +145,14 @@ def run_plan(
 
         typer.echo("Calibrating: timing Whisper and the LLM on this machine...", err=True)
         try:
+            extra = {"batch": calibration_batch} if calibration_batch else {}
             catalog, profile = run_calibration(
                 catalog,
                 inp.gpu,
                 inp.stt_model,
                 inp.llm_model,
                 audio_path=calibration_audio,
+                **extra,
             )
         except Exception as exc:  # model stack missing, model files absent, engine errors
             raise _fail(f"calibration failed: {type(exc).__name__}: {exc}", EXIT_FAILED) from None
@@ -357,6 +211,8 @@ def run_plan(
     if as_json:
         typer.echo(result.model_dump_json(indent=2))
         return
+    from app.planner.tables import print_table
+
     print_table(result)
 
 
@@ -470,6 +326,19 @@ def register(cli: typer.Typer) -> None:
         ops_usd_per_hour: float | None = typer.Option(
             None, "--ops-usd-per-hour", help="Cost of an engineer hour (default 100)."
         ),
+        scale_up_delay: float | None = typer.Option(
+            None,
+            "--scale-up-delay",
+            help="Minutes a new replica needs; in the p95 with spot or active-hours-only (3).",
+        ),
+        support_plan: str | None = typer.Option(
+            None, "--support-plan", help="AWS support: none | developer | business (default)."
+        ),
+        bedrock_in_region: bool | None = typer.Option(
+            None,
+            "--bedrock-in-region/--bedrock-global",
+            help="Bedrock in-region endpoints (a premium on some models) or global (default).",
+        ),
         preset: str | None = typer.Option(
             None, "--preset", help="Start from named inputs: seed-example."
         ),
@@ -500,6 +369,14 @@ def register(cli: typer.Typer) -> None:
             "--calibration-audio",
             help="Speech clip to time (default tests/data/jfk.flac).",
             dir_okay=False,
+        ),
+        calibration_batch: int | None = typer.Option(
+            None,
+            "--calibration-batch",
+            min=1,
+            max=64,
+            help="On a GPU: recordings per Whisper pass and concurrent LLM requests to "
+            "time (default AIPP_STT_BATCH_SIZE).",
         ),
     ) -> None:
         """Size GPUs, compare self-hosted and managed monthly cost, find the crossover."""
@@ -539,6 +416,9 @@ def register(cli: typer.Typer) -> None:
             "ha": ha,
             "ops_hours_per_month": ops_hours,
             "ops_usd_per_hour": ops_usd_per_hour,
+            "scale_up_delay_minutes": scale_up_delay,
+            "support_plan": support_plan,
+            "bedrock_in_region": bedrock_in_region,
         }
         run_plan(
             given,
@@ -550,6 +430,7 @@ def register(cli: typer.Typer) -> None:
             calibrate=calibrate,
             calibration_out=calibration_out,
             calibration_audio=calibration_audio,
+            calibration_batch=calibration_batch,
         )
 
 

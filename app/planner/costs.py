@@ -2,49 +2,67 @@
 
 :class:`CostModel` holds everything about a workload except its volume ``V``, so the
 crossover search and the cost curve can ask for ``self_hosted(V)`` and
-``managed(V)`` at any volume. Formulas are written out in docs/planner.md.
+``managed(V)`` at any volume. Pool sizes come from :mod:`app.planner.sizing` (the
+cheapest counts that meet the target). Formulas are written out in docs/planner.md.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
-from app.planner.queueing import Waits, min_servers_for_wait, pool_waits
-from app.planner.schemas import (
-    MAX_GPUS_PER_POOL,
-    LineItem,
-    Option,
-    PlannerInputError,
-    SizingMethod,
+from app.planner.schemas import LineItem, Option, SizingMethod
+from app.planner.sizing import (
+    PoolResult,
+    PoolSpec,
+    PoolTooLarge,
+    pool_results,
+    predicted_p95_s,
+    size_queueing,
+    size_throughput,
 )
 
-Z95 = 1.645  # normal quantile for the p95 of a stage's service time
+__all__ = [
+    "Baseline",
+    "CostModel",
+    "PoolResult",
+    "PoolSpec",
+    "PoolTooLarge",
+    "SupportFee",
+    "billed_seconds_per_request",
+    "tiered_usd",
+    "transcribe_tier_items",
+    "transcribe_usd",
+]
+
+Tiers = list[tuple[float | None, float]]
 
 
-class PoolTooLarge(PlannerInputError):
-    """A volume whose pool would exceed MAX_GPUS_PER_POOL (searches stop there)."""
-
-
-def transcribe_usd(minutes: float, tiers: list[tuple[float | None, float]]) -> float:
-    """Tiered price of ``minutes`` billed in one month; tiers are (cumulative bound, rate)."""
-    if minutes <= 0:
+def tiered_usd(quantity: float, tiers: Tiers) -> float:
+    """Price of ``quantity`` under cumulative tiers ``(upper bound, rate)``; the last
+    bound is None. Continuous and increasing in ``quantity`` (the crossover relies on it)."""
+    if quantity <= 0:
         return 0.0
     total = 0.0
     lower = 0.0
     for upper, rate in tiers:
-        top = minutes if upper is None else min(minutes, upper)
+        top = quantity if upper is None else min(quantity, upper)
         if top > lower:
             total += (top - lower) * rate
-        if upper is None or minutes <= upper:
+        if upper is None or quantity <= upper:
             break
         lower = upper
     return total
 
 
+def transcribe_usd(minutes: float, tiers: Tiers) -> float:
+    """Tiered price of ``minutes`` billed in one month."""
+    return tiered_usd(minutes, tiers)
+
+
 def transcribe_tier_items(
-    minutes: float, tiers: list[tuple[float | None, float]], source: str | None = None
+    minutes: float, tiers: Tiers, source: str | None = None
 ) -> list[LineItem]:
     items: list[LineItem] = []
     lower = 0.0
@@ -76,30 +94,20 @@ def billed_seconds_per_request(seconds: float, minimum_s: float, increment_s: fl
     return max(minimum_s, steps * increment_s)
 
 
-# ------------------------------------------------------------------------ self-hosted
-
-
 @dataclass(frozen=True)
-class PoolSpec:
-    """One pool of identical servers. ``service_s`` is per server (a batch slot for an LLM)."""
+class SupportFee:
+    """An AWS support plan: the greater of a minimum and tiered shares of AWS usage."""
 
-    name: str  # stt | llm | diarizer
-    service_s: float
-    slots: int
-    cs2: float
-    stage: int  # 1: speech (STT and diarizer side by side), 2: summary
-    on_gpu: bool
-    throughput_util: float  # throughput sizing: plan on this share of capacity
+    name: str
+    minimum_usd: float
+    tiers: tuple[tuple[float | None, float], ...]
+    source: str
 
-    def service_p95_s(self, cv: float) -> float:
-        return self.service_s * (1.0 + Z95 * cv)
+    def usd(self, aws_usage_usd: float) -> float:
+        return max(self.minimum_usd, tiered_usd(aws_usage_usd, list(self.tiers)))
 
 
-@dataclass
-class PoolResult:
-    spec: PoolSpec
-    gpus: int
-    waits: Waits
+# ------------------------------------------------------------------------ self-hosted
 
 
 @dataclass
@@ -109,6 +117,7 @@ class CostModel:
     pools: tuple[PoolSpec, ...]
     method: SizingMethod
     p95_target_s: float
+    delay_s: float  # scale-up / spot allowance added to every task's p95 (stated assumption)
     max_utilization: float
     duration_cv: float
     arrivals_per_task: float  # peak tasks/s per monthly task
@@ -124,64 +133,31 @@ class CostModel:
     ha: bool
     cpu_node_usd_per_hour: float
     cpu_node_hours: float
-    fixed_monthly_usd: float  # self-hosted-only fixed costs, ops included
+    fixed_monthly_usd: float  # self-hosted-only AWS fixed costs
     shared_monthly_usd: float  # costs both sides pay
     per_node_monthly_usd: float
+    ops_monthly_usd: float = 0.0
+    support: SupportFee | None = None
     _cache: dict[tuple[Option, int], tuple[dict[str, PoolResult], float]] = field(
         default_factory=dict, repr=False
     )
 
     # --- sizing
+    def specs(self, option: Option) -> list[PoolSpec]:
+        if option == "dedicated":
+            return list(self.pools)
+        eff = self.packing_efficiency
+        return [p.slowed(eff) if p.name in ("stt", "llm") else p for p in self.pools]
+
     def stage_service_p95(self, pools: list[PoolSpec]) -> float:
         total = 0.0
         for stage in (1, 2):
-            ps = [p.service_p95_s(self.duration_cv) for p in pools if p.stage == stage]
-            total += max(ps, default=0.0)
+            total += max((p.service_p95_s for p in pools if p.stage == stage), default=0.0)
         return total
-
-    def _size_throughput(self, spec: PoolSpec, lam: float) -> PoolResult:
-        exact = lam * spec.service_s / spec.slots / spec.throughput_util
-        gpus = max(1, math.ceil(exact - 1e-9 * max(1.0, exact)))
-        return PoolResult(spec, gpus, pool_waits(gpus, spec.slots, lam, spec.service_s, spec.cs2))
-
-    def _size_queueing(self, specs: list[PoolSpec], lam: float) -> dict[str, PoolResult]:
-        """Split the wait budget evenly by stage, then re-size each stage (the summary
-        stage first) with what the others actually use; stage 1's pools run side by
-        side. Each step keeps the sum of the stages' p95 waits within the budget."""
-        budget = max(0.0, self.p95_target_s - self.stage_service_p95(specs))
-        stages = sorted({p.stage for p in specs})
-        out: dict[str, PoolResult] = {}
-
-        def size_stage(st: int, share: float) -> None:
-            for spec in specs:
-                if spec.stage == st:
-                    floor = math.ceil(lam * spec.service_s / (spec.slots * self.max_utilization))
-                    gpus, w = min_servers_for_wait(
-                        lam, spec.service_s, spec.cs2, spec.slots, share, max(1, floor)
-                    )
-                    out[spec.name] = PoolResult(spec, gpus, w)
-
-        def used(st: int) -> float:
-            return max(out[p.name].waits.p95_wait_s for p in specs if p.stage == st)
-
-        for st in stages:
-            size_stage(st, budget / len(stages))
-        if len(stages) > 1:
-            for st in reversed(stages):
-                size_stage(st, budget - sum(used(o) for o in stages if o != st))
-        return out
-
-    def _packed_specs(self) -> list[PoolSpec]:
-        """STT and LLM on the same GPUs: each runs ``1 / packing_efficiency`` slower (they
-        contend for the GPU), and the GPU count also covers their summed load."""
-        eff = self.packing_efficiency
-        return [
-            replace(p, service_s=p.service_s / eff) for p in self.pools if p.name in ("stt", "llm")
-        ]
 
     def size(self, option: Option, volume: int) -> dict[str, PoolResult]:
         """Pool sizes at ``volume`` tasks/month. Packed: ``stt`` and ``llm`` hold the
-        same GPUs (the larger of the two counts), reported under both names."""
+        same GPUs, reported under both names."""
         return self._sized(option, volume)[0]
 
     def _sized(self, option: Option, volume: int) -> tuple[dict[str, PoolResult], float]:
@@ -190,55 +166,62 @@ class CostModel:
         if hit is not None:
             return hit
         lam = volume * self.arrivals_per_task
-        specs = list(self.pools)
-        if option == "packed":
-            specs = self._packed_specs() + [p for p in self.pools if p.name == "diarizer"]
+        specs = self.specs(option)
         if self.method == "throughput":
-            out = {p.name: self._size_throughput(p, lam) for p in specs}
+            counts = size_throughput(specs, lam, option)
         else:
-            out = self._size_queueing(specs, lam)
-        if option == "packed":
-            load = sum(lam * out[k].spec.service_s / out[k].spec.slots for k in ("stt", "llm"))
-            n = max(out["stt"].gpus, out["llm"].gpus, math.floor(load) + 1)
-            for name in ("stt", "llm"):
-                r = out[name]
-                w = pool_waits(n, r.spec.slots, lam, r.spec.service_s, r.spec.cs2)
-                out[name] = PoolResult(r.spec, n, w)
-        for r in out.values():
-            if r.gpus > MAX_GPUS_PER_POOL:
-                raise PoolTooLarge(
-                    "tasks_per_month",
-                    f"the {r.spec.name} pool would need {r.gpus:,} GPUs or nodes, more than "
-                    f"the planner's {MAX_GPUS_PER_POOL:,}; plan a smaller share of the work",
-                )
-        cost = self._cost_of(option, out)
-        if len(self._cache) < 20_000:
+            budget = self.p95_target_s - self.delay_s
+            counts = size_queueing(
+                specs,
+                lam,
+                budget,
+                self.max_utilization,
+                option,
+                lambda c: self.price(option, c),
+            ).counts
+        out = pool_results(specs, lam, counts)
+        cost = self.price(option, counts)[0]
+        if len(self._cache) < 50_000:
             self._cache[key] = (out, cost)
         return out, cost
 
     def predicted_p95_s(self, sized: dict[str, PoolResult]) -> float:
-        total = 0.0
-        for stage in (1, 2):
-            rs = [r for r in sized.values() if r.spec.stage == stage]
-            if rs:
-                total += max(
-                    r.waits.p95_wait_s + r.spec.service_p95_s(self.duration_cv) for r in rs
-                )
-        return total
+        return predicted_p95_s(sized) + self.delay_s
 
     def spares(self) -> int:
         return 1 if self.ha else 0
 
+    def _gpus(self, option: Option, counts: dict[str, int]) -> tuple[int, int, int, int]:
+        """(STT GPUs, LLM GPUs, GPU-diarizer GPUs, CPU nodes), spares included."""
+        sp = self.spares()
+        stt = counts["stt"] + sp
+        llm = counts["llm"] + sp if option == "dedicated" else stt
+        diar = next((p for p in self.pools if p.name == "diarizer"), None)
+        d = counts.get("diarizer", 0) + sp if diar is not None else 0
+        on_gpu = diar is not None and diar.on_gpu
+        return stt, llm, d if on_gpu else 0, 0 if on_gpu else d
+
+    def price(self, option: Option, counts: dict[str, int]) -> tuple[float, int]:
+        """(monthly USD, GPUs) of a fleet with ``counts`` per pool: the search's objective."""
+        stt, llm, diar, cpu = self._gpus(option, counts)
+        total = (stt + llm if option == "dedicated" else stt) + diar
+        od, sp = self.gpu_usd(total)
+        aws = (
+            od
+            + sp
+            + cpu * self.cpu_node_usd_per_hour * self.cpu_node_hours
+            + self.per_node_monthly_usd * self.instances(total)
+            + self.fixed_monthly_usd
+            + self.shared_monthly_usd
+        )
+        return aws + self.support_usd(aws) + self.ops_monthly_usd, total
+
+    def support_usd(self, aws_usage_usd: float) -> float:
+        return self.support.usd(aws_usage_usd) if self.support is not None else 0.0
+
     def gpu_counts(self, option: Option, sized: dict[str, PoolResult]) -> tuple[int, int, int]:
         """(GPUs for STT, GPUs for the LLM, GPUs for a GPU diarizer), spares included."""
-        sp = self.spares()
-        stt = sized["stt"].gpus + sp
-        llm = sized["llm"].gpus + sp if option == "dedicated" else stt
-        diar = (
-            sized["diarizer"].gpus + sp
-            if "diarizer" in sized and sized["diarizer"].spec.on_gpu
-            else 0
-        )
+        stt, llm, diar, _ = self._gpus(option, {k: r.gpus for k, r in sized.items()})
         return stt, llm, diar
 
     def total_gpus(self, option: Option, sized: dict[str, PoolResult]) -> int:
@@ -260,19 +243,6 @@ class CostModel:
         od = inst_hours * (1 - self.spot_share) * od_rate
         sp = inst_hours * self.spot_share * (1 + self.spot_overhead) * self.spot_usd_per_hour
         return od, sp
-
-    def _cost_of(self, option: Option, sized: dict[str, PoolResult]) -> float:
-        total = self.total_gpus(option, sized)
-        od, sp = self.gpu_usd(total)
-        cpu = self.cpu_nodes(sized) * self.cpu_node_usd_per_hour * self.cpu_node_hours
-        return (
-            od
-            + sp
-            + cpu
-            + self.fixed_monthly_usd
-            + self.shared_monthly_usd
-            + self.per_node_monthly_usd * self.instances(total)
-        )
 
     def option_usd(self, option: Option, volume: int) -> float:
         return self._sized(option, volume)[1]
@@ -297,7 +267,12 @@ class CostModel:
 
 @dataclass(frozen=True)
 class Baseline:
-    """One managed pipeline's monthly cost as a function of volume."""
+    """One managed pipeline's monthly cost as a function of volume.
+
+    ``turnaround_h``: the longest a task may take by the provider's own terms (24 h for
+    Bedrock batch), or None for a synchronous API. A baseline is like-for-like only when
+    that fits the plan's p95 target (:attr:`comparable`).
+    """
 
     id: str
     name: str
@@ -306,3 +281,5 @@ class Baseline:
     cost: Callable[[int], float]
     items: Callable[[int], list[LineItem]]
     notes: tuple[str, ...] = ()
+    turnaround_h: float | None = None
+    comparable: bool = True

@@ -1,17 +1,20 @@
 """Named input sets.
 
 ``seed-example`` is the seed product page's example workload. The page read "1 STT GPU
-and 1 LLM GPU, about $1,340 a month self-hosted against $3,850 managed"; planner v2
+and 1 LLM GPU, about $1,340 a month self-hosted against $3,850 managed"; the planner
 keeps the workload and the GPU counts but prices it honestly (docs/planner.md, worked
-example): the always-on extras (EBS, NAT, load balancer, logs, operations hours) and
-Claude Haiku 4.5 instead of the retired Claude 3 Haiku.
+example): the always-on extras (EBS, NAT, public IPv4, load balancer, logs, AWS
+support, operations hours) and Claude Haiku 4.5 instead of the retired Claude 3 Haiku:
+$2,418.78 self-hosted against $4,349.67 for Transcribe + Bedrock, and against every
+other managed option with its ranges (docs/planner.md, "The seed example against every
+baseline").
 
 * 8,000 recordings a month of 20 minutes each: 160,000 audio minutes, which is
   $3,840 of Transcribe at the first tier's $0.024/min.
 * Meetings happen on working days, 10 hours a day, with a peak hour 1.5x the average.
 * Whisper large-v3 and Llama 3.1 8B (BF16) on L4 (g6.xlarge): 6 + 21 GB do not fit one
   24 GB L4, so each model gets its own GPU, and one of each is enough for the peak.
-* Two g6.xlarge all month ($1,175) plus the fixed platform costs ($175).
+* Two g6.xlarge all month ($1,175) plus the platform, support and operations.
 """
 
 from __future__ import annotations

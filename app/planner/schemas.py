@@ -1,14 +1,16 @@
 """The planner's request and result models (pydantic), shared by the CLI, API and page.
 
-Every numeric input is finite and bounded on both sides: together the bounds keep any
-schema-valid request's GPU counts and search work finite (see docs/planner.md, "Bounds").
+Every numeric input is finite and bounded on both sides to a physically meaningful
+range (an audio file of at least 0.6 s, a busiest hour that holds at most a day's
+work, ...): together the bounds keep any schema-valid request's GPU counts, search work
+and arithmetic finite (see docs/planner.md, "Bounds").
 """
 
 from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from app.planner.catalog import Source
 
@@ -18,6 +20,7 @@ PackingMode = Literal["auto", "dedicated", "packed"]
 Option = Literal["dedicated", "packed"]
 SizingMethod = Literal["queueing", "throughput"]
 Commitment = Literal["none", "savings-plan-1y", "savings-plan-3y"]
+SupportChoice = Literal["none", "developer", "business"]
 
 
 class PlannerInputError(Exception):
@@ -38,7 +41,10 @@ class PlanInput(BaseModel):
         ..., gt=0, le=MAX_TASKS_PER_MONTH, description="Audio files processed per month."
     )
     avg_minutes: float = Field(
-        ..., gt=0, le=1440, description="Average audio length per task, in minutes."
+        ...,
+        ge=0.01,
+        le=1440,
+        description="Average audio length per task, in minutes (0.6 s to a day).",
     )
     duration_cv: float = Field(
         0.5,
@@ -53,7 +59,11 @@ class PlanInput(BaseModel):
         22, ge=1, le=31, description="Days a month the tasks arrive on (22 = working days)."
     )
     peak_factor: float = Field(
-        2.0, ge=1, le=24, description="Peak hour load / average active-hour load."
+        2.0,
+        ge=1,
+        le=24,
+        description="Peak hour load / average active-hour load; at most active_hours_per_day "
+        "(the busiest hour cannot hold more than the whole day's tasks).",
     )
     sizing: SizingMethod = Field(
         "queueing",
@@ -112,8 +122,8 @@ class PlanInput(BaseModel):
     )
     diarizer_audio_s_per_s: float | None = Field(
         None,
-        gt=0,
-        le=100_000,
+        ge=0.1,
+        le=10_000,
         description="Override: audio seconds one diarizer node/GPU processes per second "
         "(1 / RTF), e.g. as measured by bench/diarization.py.",
     )
@@ -134,8 +144,23 @@ class PlanInput(BaseModel):
         le=1,
         description="Extra spot GPU-hours: work re-run after interruptions, plus restarts.",
     )
+    scale_up_delay_minutes: float = Field(
+        3,
+        ge=0,
+        le=120,
+        description="Minutes a new GPU replica needs before it takes work (node start, "
+        "image, model load). Added to the p95 when capacity is not always there: with "
+        "spot (a reclaimed node is replaced) or active-hours-only GPUs (cold starts).",
+    )
     commitment: Commitment = Field(
         "none", description="Savings Plan rate for the always-on on-demand GPU floor."
+    )
+    support_plan: SupportChoice = Field(
+        "business",
+        description="AWS support plan, a share of each side's AWS usage (both sides pay it).",
+    )
+    bedrock_in_region: bool = Field(
+        False, description="Bedrock through in-region endpoints (a premium on some models)."
     )
     ha: bool = Field(False, description="High availability: one spare GPU per pool (N+1).")
     ops_hours_per_month: float = Field(
@@ -149,6 +174,17 @@ class PlanInput(BaseModel):
     )
     include_fixed_costs: bool = Field(True, description="Add control plane, head node, DB...")
     curve_points: int = Field(80, ge=10, le=200, description="Points in the cost curve.")
+
+    @field_validator("peak_factor")
+    @classmethod
+    def _peak_within_a_day(cls, value: float, info: ValidationInfo) -> float:
+        hours = info.data.get("active_hours_per_day")
+        if hours is not None and value > hours:
+            raise ValueError(
+                f"at most active_hours_per_day ({hours:g}): the busiest hour cannot hold "
+                "more than the whole day's tasks"
+            )
+        return value
 
 
 # --------------------------------------------------------------------------- results
@@ -220,6 +256,7 @@ class PoolSizing(BaseModel):
     wait_p50_s: float | None
     wait_p95_s: float | None
     throughput_gpus_exact: float = Field(description="Average-throughput GPUs at utilisation 1.")
+    service_p95_s: float = Field(0.0, description="p95 time one task spends in service.")
     basis: str
     usd_per_audio_hour: float | None = None
 
@@ -247,6 +284,12 @@ class Sizing(BaseModel):
         "stages' p95 waits and p95 service times)."
     )
     meets_target: bool | None
+    delay_allowance_s: float = Field(
+        0.0, description="Scale-up / spot replacement delay included in the predicted p95."
+    )
+    combined_utilization: float | None = Field(
+        None, description="Packed layout: STT + LLM load on the shared GPUs."
+    )
     pools: list[PoolSizing]
     stt_gpus_exact: float
     llm_gpus_exact: float
@@ -268,12 +311,44 @@ class CostBreakdown(BaseModel):
     per_task_usd: float
 
 
+class VolumeRange(BaseModel):
+    """Monthly volumes ``from_tasks`` to ``to_tasks`` (inclusive; None: up to the end of
+    the search, 10^9 tasks or the planner's pool limit)."""
+
+    from_tasks: int
+    to_tasks: int | None
+
+
 class Crossover(BaseModel):
-    status: Literal["found", "always_cheaper", "none", "search_limit"]
-    tasks_per_month: int | None
+    status: Literal["found", "always_cheaper", "none", "windows", "search_limit"] = Field(
+        description="found: self-hosting stays cheaper from tasks_per_month on; windows: "
+        "cheaper only in ranges that close again; none: never cheaper; search_limit: "
+        "like windows or none, with undecided ranges."
+    )
+    tasks_per_month: int | None = Field(
+        description="From this volume on self-hosting stays cheaper (to the end of the search)."
+    )
+    first_cheaper: int | None = Field(None, description="The first volume where it is cheaper.")
     self_hosted_usd: float | None = None
     managed_usd: float | None = None
+    ranges: list[VolumeRange] = Field(
+        [], description="Every volume range where self-hosting is cheaper."
+    )
+    undecided: list[VolumeRange] = Field(
+        [],
+        description="Ranges where the two costs alternate within one GPU step and the "
+        "bounded search did not resolve each window (search_limit); empty almost always.",
+    )
+    search_end: int | None = Field(None, description="The largest volume searched.")
     message: str
+
+
+class CheapestSegment(BaseModel):
+    """Volumes where one like-for-like baseline is the cheapest managed option."""
+
+    from_tasks: int
+    to_tasks: int | None
+    baseline: str
 
 
 class ManagedBaseline(BaseModel):
@@ -287,6 +362,14 @@ class ManagedBaseline(BaseModel):
     per_task_usd: float
     cheaper: Literal["self_hosted", "managed"]
     crossover: Crossover
+    comparable: bool = Field(
+        True, description="Meets the plan's p95 target (batch APIs: only if you can wait)."
+    )
+    turnaround_h: float | None = Field(
+        None, description="Longest a task may take by the provider's terms (batch: 24 h)."
+    )
+    band_low: int | None = Field(None, description="Stays-cheaper-from, favourable corner.")
+    band_high: int | None = Field(None, description="Stays-cheaper-from, unfavourable corner.")
     notes: list[str] = []
 
 
@@ -294,16 +377,27 @@ class Curve(BaseModel):
     tasks_per_month: list[int]
     self_hosted_usd: list[float]
     managed_usd: list[float]
-    cheapest_managed_usd: list[float] = []
+    cheapest_managed_usd: list[float] = Field(
+        [], description="The cheapest like-for-like baseline at each volume."
+    )
+    cheapest_managed_id: list[str] = Field([], description="Which baseline that is.")
 
 
 class Band(BaseModel):
     """The crossover and self-hosted cost when throughput, peak factor and prices vary."""
 
     assumptions: list[str]
-    crossover_low: int | None = Field(description="Crossover in the favourable corner.")
+    crossover_low: int | None = Field(
+        description="Chosen baseline: stays-cheaper-from in the favourable corner."
+    )
     crossover_high: int | None = Field(
-        description="Crossover in the unfavourable corner (None: no crossover up to 10^9)."
+        description="Chosen baseline, unfavourable corner (None: never stays cheaper)."
+    )
+    cheapest_low: int | None = Field(
+        None, description="Cheapest like-for-like option, favourable corner."
+    )
+    cheapest_high: int | None = Field(
+        None, description="Cheapest like-for-like option, unfavourable corner (None: never)."
     )
     self_hosted_low_usd: list[float | None] = Field(
         description="Per curve volume; null where a corner exceeds the planner's pool limit."
@@ -340,14 +434,26 @@ class PlanResult(BaseModel):
     )
     savings_pct: float
     cheaper: Literal["self_hosted", "managed"]
-    crossover: Crossover
+    crossover: Crossover = Field(description="Against the chosen baseline.")
+    crossover_cheapest: Crossover = Field(
+        description="Against the cheapest like-for-like option at each volume: the headline."
+    )
     baselines: list[ManagedBaseline]
-    cheapest_managed: str = Field(description="id of the cheapest baseline at this volume.")
+    cheapest_managed: str = Field(
+        description="id of the cheapest like-for-like baseline at this volume."
+    )
+    cheapest_if_you_can_wait: str | None = Field(
+        None, description="id of the cheapest baseline that is not like-for-like (batch)."
+    )
+    cheapest_by_volume: list[CheapestSegment] = []
     verdict: str = Field(description="One plain sentence: which side is cheaper, against what.")
     band: Band
     curve: Curve
     replica_advice: ReplicaAdvice
     catalog_as_of: str
+    stale_sources: dict[str, str] = Field(
+        {}, description="Sources this plan used that are more than six months old -> date."
+    )
     warnings: list[str]
     sources: dict[str, Source]
     notes: list[str]

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
+from app.core.safe_text import one_line
 from app.core.schemas import (
     DiarizeOutput,
     Segment,
@@ -423,10 +424,14 @@ def default_name(speaker_id: str) -> str:
 
 
 def display_names(transcript: Transcript) -> dict[str, str]:
-    """Speaker id -> the name to show: the one set by a rename, else ``Speaker N``."""
+    """Speaker id -> the name to show: the one set by a rename, else ``Speaker N``.
+
+    Names pass :func:`~app.core.safe_text.one_line` again, so one stored before names
+    were cleaned on the way in still cannot break a line or hide its direction.
+    """
     names = {}
     for s in transcript.speakers or []:
-        names[s.id] = s.name or default_name(s.id)
+        names[s.id] = one_line(s.name or "") or default_name(s.id)
     for seg in transcript.segments:
         if seg.speaker and seg.speaker not in names:
             names[seg.speaker] = default_name(seg.speaker)
@@ -437,18 +442,24 @@ def speaker_names(transcript: Mapping) -> dict[str, str]:
     """:func:`display_names` for a stored transcript (a dict), without validating it all."""
     names = {}
     for s in transcript.get("speakers") or []:
-        names[s["id"]] = s.get("name") or default_name(s["id"])
+        names[s["id"]] = one_line(str(s.get("name") or "")) or default_name(s["id"])
     return names
 
 
 def rename(transcript: Transcript, names: Mapping[str, str | None]) -> Transcript:
-    """Set display names (``None`` or ``""`` clears one). Unknown ids raise KeyError."""
+    """Set display names (``None`` or ``""`` clears one). Unknown ids raise KeyError.
+
+    Each name is stored normalised (:func:`~app.core.safe_text.one_line`): NFC, one line,
+    no control or bidi characters; one left empty by that clears the name.
+    """
     known = {s.id for s in transcript.speakers or []}
     unknown = sorted(set(names) - known)
     if unknown:
         raise KeyError(", ".join(unknown))
     speakers = [
-        s.model_copy(update={"name": (names[s.id] or None) if s.id in names else s.name})
+        s.model_copy(
+            update={"name": (one_line(names[s.id] or "") or None) if s.id in names else s.name}
+        )
         for s in transcript.speakers or []
     ]
     return transcript.model_copy(update={"speakers": speakers})
@@ -476,13 +487,17 @@ def speaker_text(transcript: Transcript) -> str:
 
 
 def rename_in_text(text: str, old_to_new: Mapping[str, str]) -> str:
-    """Replace display names in generated text (a summary), longest first, whole words."""
+    """Replace display names in generated text (a summary), longest first, whole words.
+
+    The replacement is literal: a name such as ``A\\1`` or ``B\\n`` is a name, never
+    a regex template (a group reference raised a 500; ``\\n`` became a newline).
+    """
     import re
 
     for old in sorted(old_to_new, key=len, reverse=True):
         new = old_to_new[old]
         if old and new and old != new:
-            text = re.sub(rf"(?<!\w){re.escape(old)}(?!\w)", new, text)
+            text = re.sub(rf"(?<!\w){re.escape(old)}(?!\w)", lambda _m, new=new: new, text)
     return text
 
 
@@ -508,7 +523,7 @@ def to_diarized_json(transcript: Transcript, usage_seconds: float | None = None)
     for seg in transcript.segments:
         if seg.speaker and seg.speaker not in order:
             order.append(seg.speaker)
-    named = {s.id: s.name for s in transcript.speakers or [] if s.name}
+    named = {s.id: one_line(s.name) for s in transcript.speakers or [] if s.name}
     label = {sid: named.get(sid) or _letters(i) for i, sid in enumerate(order)}
     segments = [
         {

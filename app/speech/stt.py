@@ -95,6 +95,22 @@ class SpeechToText:
             batch_size=settings.stt_batch_size,
         )
 
+    @property
+    def batching(self) -> bool:
+        """True on the batched pipeline (GPU): concurrent files can share one pass."""
+        return self.batched is not None
+
+    def info(self) -> dict:
+        """What the Transcriber reports (``/readyz``, ``/v1/models``, the cache key)."""
+        return {
+            "model": self.model_name,
+            "device": self.device,
+            "compute_type": self.compute_type,
+            "multilingual": self.multilingual,
+            "batched": self.batching,
+            "batch_size": self.batch_size,
+        }
+
     def transcribe_pcm(
         self, pcm: np.ndarray, options: SttOptions | None = None, on_progress=None
     ) -> Transcript:

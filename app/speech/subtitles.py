@@ -8,6 +8,13 @@ Cues are numbered from 1 without gaps (segments with no text are skipped), times
 never run backwards (a cue's end is at least its start, and a start is never
 before the previous cue's start), and text is kept to single-paragraph cues so
 a blank line inside a segment cannot end the cue early.
+
+Nothing in a segment's text or a speaker's name can make a cue of its own (issue 30):
+control and bidi characters are dropped, every kind of line break (``\r``,
+U+2028...) is a newline inside the cue (one space in a name), and no line of text
+reads as a cue timing: in SRT an arrow on a line that starts with a digit becomes
+``->`` (readers look for ``00:00:01,000 --> ...`` at the start of a line; an arrow
+mid-sentence is kept), in VTT ``<``, ``>`` and ``&`` are escaped everywhere.
 """
 
 from __future__ import annotations
@@ -16,9 +23,13 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from app.core.safe_text import multi_line, one_line
+
 __all__ = ["format_timestamp", "to_srt", "to_vtt", "cues"]
 
 _BLANK_LINES = re.compile(r"\n\s*\n+")
+#: A cue timing's arrow, however many dashes.
+_ARROW = re.compile(r"-{2,}>")
 
 
 def _get(segment: Any, key: str) -> Any:
@@ -39,8 +50,8 @@ def format_timestamp(seconds: float, decimal_marker: str = ",", always_hours: bo
 
 
 def _clean_text(text: str) -> str:
-    text = text.replace("\r\n", "\n").replace("\r", "\n").strip()
-    return _BLANK_LINES.sub("\n", text)
+    """Printable cue text: line breaks are ``\n`` (no blank line), no control characters."""
+    return _BLANK_LINES.sub("\n", multi_line(text))
 
 
 def cues(segments: Iterable[Any]) -> list[tuple[float, float, str]]:
@@ -67,8 +78,17 @@ def _speaker_names(segments: list[Any], names: Mapping[str, str] | None) -> list
         if not _clean_text(str(_get(seg, "text") or "")):
             continue
         spk = _get(seg, "speaker")
-        out.append(((names or {}).get(spk) or default_name(spk)) if spk else None)
+        name = one_line(str((names or {}).get(spk) or "")) if spk else ""
+        out.append((name or default_name(str(spk))) if spk else None)
     return out
+
+
+def _srt_escape(text: str) -> str:
+    """SubRip has no escapes: a text line that starts like a timing loses its arrow, so no
+    reader takes it for the next cue (``Hi\\n00:00:09,000 --> ...``)."""
+    return "\n".join(
+        _ARROW.sub("->", line) if line.lstrip()[:1].isdigit() else line for line in text.split("\n")
+    )
 
 
 def to_srt(segments: Iterable[Any], names: Mapping[str, str] | None = None) -> str:
@@ -81,8 +101,9 @@ def to_srt(segments: Iterable[Any], names: Mapping[str, str] | None = None) -> s
     speakers = _speaker_names(segments, names)
     blocks = []
     for i, (start, end, text) in enumerate(cues(segments), start=1):
+        text = _srt_escape(text)
         if speakers[i - 1]:
-            text = f"[{speakers[i - 1]}] {text}"
+            text = f"[{_srt_escape(speakers[i - 1])}] {text}"
         blocks.append(f"{i}\n{format_timestamp(start)} --> {format_timestamp(end)}\n{text}\n")
     return "\n".join(blocks)
 
@@ -105,7 +126,7 @@ def to_vtt(segments: Iterable[Any], names: Mapping[str, str] | None = None) -> s
         timing = f"{format_timestamp(start, '.')} --> {format_timestamp(end, '.')}"
         body = _vtt_escape(text)
         if speakers[i]:
-            voice = _vtt_escape(speakers[i]).replace("\n", " ")
+            voice = _vtt_escape(speakers[i])  # one line already (_speaker_names)
             body = "\n".join(f"<v {voice}>{line}" for line in body.split("\n"))
         blocks.append(f"{timing}\n{body}\n")
     return "\n".join(blocks)

@@ -1,4 +1,4 @@
-"""One place that says a task changed: the event builder and the terminal announcement.
+"""One place that says a task changed: publishing events and the terminal announcement.
 
 Every path that ends a task (the runner's success and failure, lease expiry,
 cancel, DELETE, a cache hit born finished) calls :func:`announce_terminal`,
@@ -14,25 +14,13 @@ import logging
 from typing import Any
 
 from app.core import metrics
+from app.core.task_vocabulary import TERMINAL_STATUSES, event_of
 from app.storage.clients import Services
 from app.storage.redis import events
-from app.storage.sql.models import TERMINAL_STATUSES, Task, TaskStatus
+from app.storage.sql.models import Task
 from app.tasks.views import task_view
 
 logger = logging.getLogger("ray.serve")
-
-
-def task_event(task: Task, **extra: Any) -> dict[str, Any]:
-    """The event for a task's current state (also the SSE snapshot)."""
-    event: dict[str, Any] = {"task_id": task.id, "status": task.status}
-    if task.status in TERMINAL_STATUSES:
-        event["cached"] = bool(task.cached)
-    if task.status == TaskStatus.SUCCEEDED and task.result:
-        event["summary"] = task.result.get("summary")
-    if task.error_code and task.status != TaskStatus.SUCCEEDED:
-        event["error"] = {"code": task.error_code, "message": task.error_message}
-    event.update(extra)
-    return event
 
 
 def webhook_payload(task: Task) -> dict[str, Any]:
@@ -55,7 +43,7 @@ async def wake_runners(services: Services, reason: str) -> int:
 async def announce_terminal(services: Services, task: Task, **extra: Any) -> None:
     """Final event + metric + durable webhook for a task that has just ended."""
     if task.status not in TERMINAL_STATUSES:
-        await publish(services, task.id, task_event(task, **extra))
+        await publish(services, task.id, event_of(task, **extra))
         return
     metrics.record_task_final(task.status)
     if task.webhook_url:
@@ -70,7 +58,7 @@ async def announce_terminal(services: Services, task: Task, **extra: Any) -> Non
             logger.exception("could not schedule the webhook of %s", task.id)
         else:
             await wake_runners(services, "webhook")
-    await publish(services, task.id, task_event(task, **extra))
+    await publish(services, task.id, event_of(task, **extra))
 
 
-__all__ = ["announce_terminal", "publish", "task_event", "wake_runners", "webhook_payload"]
+__all__ = ["announce_terminal", "publish", "wake_runners", "webhook_payload"]

@@ -1,4 +1,4 @@
-"""The model-id registry: which STT and LLM models the deployments serve, cached with a TTL.
+"""The model-id registry: which models the deployments serve, cached with a TTL.
 
 One source for readiness (``/readyz``), the runner (cache keys, so a model
 upgrade is a different cache entry) and ``/v1/models``. Asking the deployments
@@ -16,7 +16,8 @@ from typing import Any
 
 class ModelRegistry:
     def __init__(self, fetch: Callable[[], Awaitable[dict[str, Any]]], ttl_s: float = 60.0) -> None:
-        """``fetch`` returns ``{"stt": {"model": ...}, "llm": {"model": ...}}`` (Pipeline.ready)."""
+        """``fetch`` returns ``{"stt": {"model": ...}, "llm": {"model": ...}, "diarizer": ...}``
+        (Pipeline.ready; ``"diarizer"`` is ``None`` or absent in an app without one)."""
         self._fetch = fetch
         self.ttl_s = ttl_s
         self._info: dict[str, Any] | None = None
@@ -35,13 +36,11 @@ class ModelRegistry:
             self._info, self._at = info, time.monotonic()
             return info
 
-    async def ids(self, max_age_s: float | None = None) -> dict[str, str]:
-        """``{"stt": <model id>, "llm": <model id>}`` for cache keys and /v1/models."""
+    async def ids(self, max_age_s: float | None = None) -> dict[str, str | None]:
+        """``{role: model id}`` for every model that shapes a result (the cache key), the
+        diarizer included (``None`` when the app has no Diarizer)."""
         info = await self.info(max_age_s)
-        return {"stt": info["stt"]["model"], "llm": info["llm"]["model"]}
-
-    def invalidate(self) -> None:
-        self._info = None
+        return {role: (part or {}).get("model") for role, part in info.items()}
 
 
 __all__ = ["ModelRegistry"]

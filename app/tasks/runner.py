@@ -27,16 +27,26 @@ from typing import Any
 from ray.exceptions import RayError
 
 from app.core import metrics
+from app.core.settings import Settings
+from app.core.task_vocabulary import (
+    InputKind,
+    ProcessingOptions,
+    TaskStatus,
+    event_of,
+    task_event,
+)
 from app.speech.audio import AudioError
+from app.speech.transcript_files import TranscriptFileError, parse_transcript
 from app.storage.clients import Services
 from app.storage.redis import events
-from app.storage.sql.models import Task, TaskStatus
+from app.storage.sql.models import Task
 from app.storage.sql.tasks import LeaseLost, TaskCancelled, TaskNotFound, TaskStoreError
-from app.tasks.announce import announce_terminal, publish, task_event, wake_runners
+from app.tasks.announce import announce_terminal, publish, wake_runners
 from app.tasks.model_ids import ModelRegistry
-from app.tasks.options import ProcessingOptions
 from app.tasks.outbox import WebhookSender
 from app.tasks.pipeline import Pipeline
+from app.tasks.removal import forget
+from app.tasks.result_cache import cached_result, keep_result, key_of
 from app.tasks.waiting import sleep_until_due
 
 logger = logging.getLogger("ray.serve")
@@ -58,6 +68,11 @@ class TaskWorker:
         self._lost: dict[str, BaseException] = {}
         self._loops: list[asyncio.Task] = []
         self._stopping = False
+
+    @classmethod
+    def from_settings(cls, settings: Settings, pipeline: Pipeline) -> TaskWorker:
+        """Connect this replica's state clients (database, blobs, Redis)."""
+        return cls(Services.from_settings(settings), pipeline)
 
     # --- lifecycle ---------------------------------------------------------------
 
@@ -89,7 +104,8 @@ class TaskWorker:
             try:
                 if await asyncio.to_thread(self.services.store.release, task_id, self.worker_id):
                     released += 1
-                    await publish(self.services, task_id, {"status": "queued", "released": True})
+                    event = task_event(task_id, TaskStatus.QUEUED, released=True)
+                    await publish(self.services, task_id, event)
             except Exception:
                 logger.warning("could not release %s; its lease will expire", task_id)
         if released:
@@ -182,38 +198,30 @@ class TaskWorker:
                 logger.exception("task housekeeping failed")
             await asyncio.sleep(max(self.settings.worker_poll_s, 30.0))
 
-    async def purge(self) -> int:
-        """Delete tasks past their retention, with their audio and cached results."""
-        store = self.services.store
-        expired = await asyncio.to_thread(store.purge_expired, self.settings.retention_days)
-        if not expired:
-            return 0
-        models = None
-        try:
-            models = await self.models.ids()
-        except Exception:
-            logger.warning("models unavailable; cached results expire by their TTL")
-        for task in expired:
-            await asyncio.to_thread(self._forget, task, models)
-        logger.info("purged %d task(s) past retention", len(expired))
-        return len(expired)
+    async def purge(self, max_rounds: int = 100) -> int:
+        """Delete tasks past their retention, with their audio and cached results.
 
-    def _forget(self, task: Task, models: dict[str, str] | None) -> None:
-        """Remove a deleted task's audio (unless another task uses it) and cached result."""
-        services = self.services
-        if (
-            task.audio_uri
-            and task.audio_sha256
-            and not services.store.audio_in_use(task.audio_sha256)
-        ):
-            services.blobs.delete(task.audio_uri)
-        if services.cache is not None and models and task.audio_sha256:
-            services.cache.delete(
-                task.audio_sha256,
-                models,
-                ProcessingOptions.of(task).stored(),
-                tenant=task.tenant_id,
-            )
+        Batch after batch until none is left (each batch gives every tenant a share),
+        bounded so one pass cannot hold the loop for long.
+        """
+        store = self.services.store
+        models: dict[str, str | None] | None = None
+        purged = 0
+        for _ in range(max_rounds):
+            expired = await asyncio.to_thread(store.purge_expired, self.settings.retention_days)
+            if not expired:
+                break
+            if models is None:
+                try:
+                    models = await self.models.ids()
+                except Exception:
+                    logger.warning("models unavailable; cached results expire by their TTL")
+            for task in expired:
+                await asyncio.to_thread(forget, self.services, task, models)
+            purged += len(expired)
+        if purged:
+            logger.info("purged %d task(s) past retention", purged)
+        return purged
 
     async def _announce_id(self, task_id: str) -> None:
         task = await asyncio.to_thread(self.services.store.get, task_id)
@@ -266,19 +274,12 @@ class TaskWorker:
     async def _process(self, task: Task) -> None:
         store = self.services.store
         wid = self.worker_id
-        opts = ProcessingOptions.of(task)
+        opts = ProcessingOptions.from_stored(task.options)
+        total_s = task.duration_s
         try:
-            await publish(
-                self.services,
-                task.id,
-                task_event(
-                    task,
-                    attempt=task.attempts,
-                    progress={"transcribed_s": 0.0, "total_s": task.duration_s},
-                ),
-            )
-            models = await self.models.ids()
-            cached = await asyncio.to_thread(self._cache_get, task, models, opts)
+            await self._progress(task, 0.0, total_s, attempt=task.attempts)
+            key = key_of(task, await self.models.ids())
+            cached = await cached_result(self.services, key)
             if cached is not None:
                 final = await asyncio.to_thread(store.succeed, task.id, wid, cached, cached=True)
                 metrics.record_cache(True)
@@ -287,30 +288,26 @@ class TaskWorker:
                 audio = await asyncio.to_thread(self.services.blobs.get, task.audio_uri)
 
                 async def on_stage(stage: str) -> None:
-                    if stage == "summarizing":
+                    if stage == TaskStatus.SUMMARIZING:
                         current = await asyncio.to_thread(
                             store.transition, task.id, wid, TaskStatus.SUMMARIZING
                         )
-                        await publish(
-                            self.services,
-                            task.id,
-                            task_event(
-                                current,
-                                progress={
-                                    "transcribed_s": task.duration_s,
-                                    "total_s": task.duration_s,
-                                },
-                            ),
-                        )
+                        await self._progress(current, total_s, total_s)
 
-                result = await self.pipeline.run(
-                    audio,
-                    language=opts.language,
-                    instruction=opts.instruction,
-                    on_stage=on_stage,
-                    task_id=task.id,
-                    diarize=opts.diarize_options(),
-                )
+                async def on_progress(done_s: float, of_s: float) -> None:
+                    await self._progress(task, done_s, of_s)
+
+                if opts.input == InputKind.TRANSCRIPT:  # uploaded: no speech to text
+                    transcript = await asyncio.to_thread(
+                        parse_transcript, audio, task.audio_filename, language=opts.language
+                    )
+                    result = await self.pipeline.summarize_transcript(
+                        transcript, opts, on_stage=on_stage, task_id=task.id
+                    )
+                else:
+                    result = await self.pipeline.run(
+                        audio, opts, on_stage=on_stage, on_progress=on_progress, task_id=task.id
+                    )
                 # Token ids are for verbose_json clients, not worth storing with every task.
                 payload = result.model_dump(
                     mode="json", exclude={"transcript": {"segments": {"__all__": {"tokens"}}}}
@@ -318,9 +315,9 @@ class TaskWorker:
                 final = await asyncio.to_thread(
                     store.succeed, task.id, wid, payload, duration_s=result.transcript.duration_s
                 )
-                await asyncio.to_thread(self._cache_set, task, models, opts, payload)
+                await keep_result(self.services, key, payload)
             await announce_terminal(self.services, final)
-        except AudioError as exc:
+        except (AudioError, TranscriptFileError) as exc:
             await self._fail(task, exc.code, exc.message, retryable=False)
         except TaskStoreError as exc:  # lease lost, cancelled or deleted meanwhile
             current = await asyncio.to_thread(store.get, task.id)
@@ -338,23 +335,6 @@ class TaskWorker:
                 task, "internal_error", f"{type(exc).__name__}: {exc}"[:500], retryable=True
             )
 
-    def _cache_get(
-        self, task: Task, models: dict[str, str], opts: ProcessingOptions
-    ) -> dict | None:
-        if self.services.cache is None or not task.audio_sha256:
-            return None
-        return self.services.cache.get(
-            task.audio_sha256, models, opts.stored(), tenant=task.tenant_id
-        )
-
-    def _cache_set(
-        self, task: Task, models: dict[str, str], opts: ProcessingOptions, payload: dict
-    ) -> None:
-        if self.services.cache is not None and task.audio_sha256:
-            self.services.cache.set(
-                task.audio_sha256, models, opts.stored(), payload, tenant=task.tenant_id
-            )
-
     async def _fail(self, task: Task, code: str, message: str, retryable: bool) -> None:
         try:
             final = await asyncio.to_thread(
@@ -370,9 +350,20 @@ class TaskWorker:
         if final is not None and final.is_terminal:
             await announce_terminal(self.services, final)
         elif final is not None:
-            event: dict[str, Any] = {"retrying": True, "error": {"code": code, "message": message}}
-            await publish(self.services, task.id, {"status": final.status, **event})
+            error = {"code": code, "message": message}
+            event = task_event(task.id, final.status, retrying=True, error=error)
+            await publish(self.services, task.id, event)
             self._wake.set()  # re-check the due time of the backoff
+
+    async def _progress(
+        self, task: Task, done_s: float | None, total_s: float | None, **extra: Any
+    ) -> None:
+        """A progress event: seconds of audio transcribed so far, of the total."""
+        progress = {
+            "transcribed_s": round(done_s, 2) if done_s is not None else None,
+            "total_s": round(total_s, 2) if total_s is not None else None,
+        }
+        await publish(self.services, task.id, event_of(task, progress=progress, **extra))
 
 
 __all__ = ["TaskWorker"]

@@ -1,10 +1,13 @@
-"""Accepting audio as a task: idempotency → blob → cache or row → wake the runners.
+"""Accepting input as a task, in one place: checks → input → idempotency → blob → cache or
+row → wake the runners.
 
-The API layer has already authenticated, rate-limited, read and measured the
-audio; everything here that can refuse raises :class:`SubmissionError` (a kind,
-a code and a message; ``app/api`` maps kinds to HTTP) before the task row is
-written, so a refusal never leaves a half-made task. Once the row is committed
-the answer is 202 and the task will end in a terminal state.
+The API layer has authenticated and rate-limited the caller and names the input
+(:mod:`app.tasks.sources`); everything here that can refuse raises before the
+task row is written (:class:`SubmissionError`, a kind, a code and a message that
+``app/api`` maps to HTTP; or the input's own errors), so a refusal never leaves a
+half-made task. The cheap checks run first, so a bad header or webhook costs no
+upload read. Once the row is committed the answer is 202 and the task will end in
+a terminal state.
 
 Idempotency holds with or without Redis: Redis answers fast (and sees requests
 still in flight); the database's unique ``(tenant, key)`` index is the last word.
@@ -14,12 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
 from app.core import metrics
 from app.core.logs import get_logger, log_context
-from app.net.url_guard import URLFetchError, check_url
+from app.core.task_vocabulary import TaskOptions, TaskSource, TaskStatus
+from app.net.url_guard import URLFetchError, check_url, redact_url
 from app.storage.clients import Services
 from app.storage.redis.idempotency import (
     MalformedIdempotencyKey,
@@ -27,11 +32,12 @@ from app.storage.redis.idempotency import (
     fingerprint,
     validate_key,
 )
-from app.storage.sql.models import Task, TaskSource, TaskStatus
+from app.storage.sql.models import Task
 from app.storage.sql.tasks import DuplicateIdempotencyKey
 from app.tasks.announce import announce_terminal, wake_runners
 from app.tasks.model_ids import ModelRegistry
-from app.tasks.options import TaskOptions
+from app.tasks.result_cache import cached_result, result_key
+from app.tasks.sources import InputSource, TranscriptUpload, load_input
 
 log = get_logger()
 
@@ -42,6 +48,7 @@ class Refusal(StrEnum):
     BAD_REQUEST = "bad_request"  # malformed header (400)
     INVALID = "invalid"  # a field or the key's reuse is wrong (422)
     IN_FLIGHT = "in_flight"  # the same key is still being handled (409)
+    UNAVAILABLE = "unavailable"  # the models are not ready yet; nothing was stored (503)
 
 
 class SubmissionError(Exception):
@@ -56,8 +63,25 @@ class SubmissionError(Exception):
 class Submission:
     task: Task
     replayed: bool = False
-    #: Runners that heard the wake-up (0: Redis is down or unset; wake them another way).
+    #: Runners that heard the wake-up over Redis (0: nobody did; the waker was called).
     woken: int = -1
+
+
+@dataclass(frozen=True)
+class SubmitRequest:
+    """One submission, whatever door it came in by."""
+
+    tenant_id: str
+    options: TaskOptions
+    source: InputSource
+    origin: TaskSource
+    #: The longest audio this door takes (the synchronous route takes less).
+    max_minutes: float
+    idempotency_key: str | None = None
+
+
+#: Wakes a runner another way when Redis reached none (the Ingress: the TaskRunner's handle).
+Waker = Callable[[], Awaitable[None]]
 
 
 def check_idempotency_key(key: str | None) -> str | None:
@@ -107,6 +131,16 @@ def check_webhook_url(options: TaskOptions, services: Services) -> None:
         ) from None
 
 
+def check_input_options(options: TaskOptions, source: InputSource) -> None:
+    """Options that need audio cannot go with a transcript (its speakers are its own)."""
+    if isinstance(source, TranscriptUpload) and options.diarize:
+        raise SubmissionError(
+            Refusal.INVALID,
+            "diarize_needs_audio",
+            "diarize: a transcript upload keeps the speakers it names; diarization needs audio",
+        )
+
+
 def _replay(task: Task, fp: str) -> Submission:
     if task.idempotency_fingerprint and task.idempotency_fingerprint != fp:
         raise SubmissionError(
@@ -120,25 +154,35 @@ def _replay(task: Task, fp: str) -> Submission:
 async def submit(
     services: Services,
     models: ModelRegistry,
-    *,
-    tenant_id: str,
-    options: TaskOptions,
-    audio: bytes,
-    duration_s: float | None,
-    filename: str | None,
-    idempotency_key: str | None,
-    source: TaskSource,
+    request: SubmitRequest,
+    waker: Waker | None = None,
 ) -> Submission:
-    """Store the audio, create the task (or replay it / answer from the cache), and wake
-    the runners. Raises :class:`SubmissionError`."""
-    idem_key = check_idempotency_key(idempotency_key)
+    """Check, read and store the input, then create the task (or replay it, or answer from
+    the cache) and wake the runners. Raises :class:`SubmissionError` or the input's error."""
+    options = request.options
+    tenant_id = request.tenant_id
+    idem_key = check_idempotency_key(request.idempotency_key)
     check_instruction(options, services)
-    check_webhook_url(options, services)
-    ids = await models.ids()
+    check_input_options(options, request.source)
+    # Off the event loop: the URL check resolves DNS. Before any input is read.
+    await asyncio.to_thread(check_webhook_url, options, services)
+    audio = await load_input(request.source, services.settings, request.max_minutes)
+    try:
+        ids = await models.ids()
+    except Exception as exc:  # a replica still starting (or gone): retry, nothing stored
+        raise SubmissionError(
+            Refusal.UNAVAILABLE,
+            "models_not_ready",
+            f"the models are not ready ({type(exc).__name__}); retry shortly",
+        ) from None
     store = services.store
-    sha, uri = await asyncio.to_thread(services.blobs.put, audio)
-    task_opts = options.stored()
+    # Stored per tenant: one tenant's DELETE can never touch another's audio.
+    sha, uri = await asyncio.to_thread(services.blobs.put, audio.data, tenant_id)
+    # What the input is comes from the source, never from the caller's fields.
+    processing = options.processing().model_copy(update={"input": audio.kind})
+    task_opts = processing.stored()
     webhook = str(options.webhook_url) if options.webhook_url else None
+    source = request.origin
     fp = fingerprint(source.value, sha, json.dumps(task_opts, sort_keys=True), webhook or "")
 
     token = None
@@ -178,20 +222,16 @@ async def submit(
             tenant_id=tenant_id,
             audio_sha256=sha,
             audio_uri=uri,
-            audio_filename=filename,
+            audio_filename=audio.filename,
             audio_url=options.audio_url,
-            duration_s=duration_s,
+            duration_s=audio.duration_s,
             options=task_opts,
             webhook_url=webhook,
             idempotency_key=idem_key,
             idempotency_fingerprint=fp if idem_key else None,
             source=source,
         )
-        cached = None
-        if services.cache is not None:
-            cached = await asyncio.to_thread(
-                lambda: services.cache.get(sha, ids, task_opts, tenant=tenant_id)
-            )
+        cached = await cached_result(services, result_key(sha, tenant_id, processing, ids))
         metrics.record_cache(cached is not None)
         try:
             if cached is not None:
@@ -215,6 +255,9 @@ async def submit(
         if token is not None:
             await asyncio.to_thread(services.idempotency.abandon, tenant_id, idem_key, token=token)
         raise
+    # The row is committed: if a DELETE of the tenant's other task with the same audio
+    # retired the blob in between, store it again (BlobStore.retire/ensure).
+    await asyncio.to_thread(services.blobs.ensure, uri, audio.data)
     if token is not None:
         await asyncio.to_thread(
             services.idempotency.complete, tenant_id, idem_key, task.id, token=token
@@ -223,12 +266,15 @@ async def submit(
         log.info(
             "accepted %s task (%s, %.1fs of audio, status %s)",
             source.value,
-            filename or options.audio_url,
-            duration_s or 0.0,
+            audio.filename or redact_url(options.audio_url),  # no query: it may be a key
+            audio.duration_s or 0.0,
             task.status,
         )
     if task.status == TaskStatus.QUEUED:
-        return Submission(task, woken=await wake_runners(services, "queued"))
+        woken = await wake_runners(services, "queued")
+        if woken == 0 and waker is not None:
+            await waker()  # no Redis listener heard it
+        return Submission(task, woken=woken)
     # Born finished (a cache hit): its event, metric and webhook like any other end.
     await announce_terminal(services, task)
     return Submission(task)
@@ -236,8 +282,10 @@ async def submit(
 
 __all__ = [
     "Refusal",
+    "SubmitRequest",
     "Submission",
     "SubmissionError",
+    "Waker",
     "check_idempotency_key",
     "check_instruction",
     "check_webhook_url",

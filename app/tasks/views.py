@@ -8,6 +8,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from app.core.schemas import SummarizeResult
+from app.core.task_vocabulary import TaskStatus
 from app.storage.sql.models import Task
 
 
@@ -42,9 +43,7 @@ class TaskWebhook(BaseModel):
 
 class TaskView(BaseModel):
     id: str
-    status: str = Field(
-        description="queued, transcribing, summarizing, succeeded, failed, cancelled"
-    )
+    status: str = Field(description=", ".join(TaskStatus))
     source: str
     created_at: datetime
     updated_at: datetime
@@ -108,10 +107,10 @@ def task_view(task: Task, include_result: bool = True) -> TaskView:
         options=task.options or {},
         stages=stages,
         error=TaskError(code=task.error_code, message=task.error_message or "")
-        if task.error_code and task.status != "succeeded"
+        if task.error_code and task.status != TaskStatus.SUCCEEDED
         else None,
         result=SummarizeResult.model_validate(task.result)
-        if include_result and task.result and task.status == "succeeded"
+        if include_result and task.result and task.status == TaskStatus.SUCCEEDED
         else None,
         webhook=TaskWebhook(
             url=task.webhook_url, status=task.webhook_status, attempts=task.webhook_attempts or []

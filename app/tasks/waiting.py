@@ -1,23 +1,15 @@
-"""Waiting for a task to end from any replica (the synchronous /v1/summarize path).
+"""The background loops' idle wait: until woken, until the next due time, or the poll.
 
-Subscribes to the task's event channel first, then reads the database, so the
-final event cannot fall in between; the database is re-read every few seconds
-as well, so a lost event (Redis down, a runner killed between its commit and
-its publish) costs seconds, never the whole timeout.
+The task runner and the webhook outbox both sleep on this, so a wake-up, a retry
+backoff coming due or a lease expiring each end the sleep at the right moment.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from datetime import UTC, datetime
 
-from app.storage.clients import Services
-from app.storage.redis.events import EventsUnavailable, subscription
-from app.storage.sql.models import TERMINAL_STATUSES, Task
 from app.storage.sql.tasks import TaskStore
-
-RECHECK_S = 2.0
 
 
 async def sleep_until_due(store: TaskStore, wake: asyncio.Event, poll_s: float) -> None:
@@ -37,33 +29,4 @@ async def sleep_until_due(store: TaskStore, wake: asyncio.Event, poll_s: float) 
         pass
 
 
-async def wait_for_terminal(services: Services, task_id: str, timeout_s: float) -> Task | None:
-    """The task once terminal, or as it is at the deadline; ``None`` if it was deleted."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    store = services.store
-
-    async def current() -> Task | None:
-        return await asyncio.to_thread(store.get, task_id)
-
-    if services.aredis is not None:
-        with contextlib.suppress(EventsUnavailable):
-            async with subscription(services.aredis, task_id) as sub:
-                task = await current()
-                if task is None or task.status in TERMINAL_STATUSES:
-                    return task
-                while (remaining := deadline - loop.time()) > 0:
-                    event = await sub.next_event(min(remaining, RECHECK_S))
-                    if event is None or event.get("status") in TERMINAL_STATUSES:
-                        task = await current()
-                        if task is None or task.status in TERMINAL_STATUSES:
-                            return task
-                return await current()
-    while True:
-        task = await current()
-        if task is None or task.status in TERMINAL_STATUSES or loop.time() >= deadline:
-            return task
-        await asyncio.sleep(min(0.5, max(0.0, deadline - loop.time())))
-
-
-__all__ = ["wait_for_terminal"]
+__all__ = ["sleep_until_due"]

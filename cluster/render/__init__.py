@@ -64,7 +64,14 @@ from cluster.render.output import (
     render_all,
     render_manifests,
 )
-from cluster.render.pods import OFFLINE_ENV, RAY_AUTH_MODE, auth_options, gpu_driver_affinity
+from cluster.render.pods import (
+    OFFLINE_ENV,
+    RAY_AUTH_MODE,
+    auth_options,
+    compile_cache,
+    gpu_driver_affinity,
+    gpu_node_selector,
+)
 from cluster.render.raycluster import raycluster_phase1, raycluster_phase2
 from cluster.render.rayjob import rayjob_batch
 from cluster.render.rayservice import rayservice_phase3
@@ -127,11 +134,13 @@ __all__ = [
     "check_rendered",
     "check_serve_config",
     "check_values",
+    "compile_cache",
     "crd_validator",
     "default_values",
     "dump_yaml",
     "gpu_driver_affinity",
     "gpu_fraction_per_node",
+    "gpu_node_selector",
     "iter_manifests",
     "load_serve_config",
     "load_values",

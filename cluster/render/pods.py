@@ -101,12 +101,16 @@ def _pod_template(
     volumes: list[dict] | None = None,
     restart_policy: str | None = None,
     affinity: Mapping | None = None,
+    fs_group: int | None = None,
 ) -> dict:
     spec: dict[str, Any] = {}
     if values["service_account"]:
         spec["serviceAccountName"] = values["service_account"]
     if restart_policy:
         spec["restartPolicy"] = restart_policy
+    if fs_group is not None:
+        # Mounted volumes group-writable for the image's `ray` user (gid 100, `users`).
+        spec["securityContext"] = {"fsGroup": fs_group}
     spec["containers"] = containers
     if node_selector:
         spec["nodeSelector"] = dict(node_selector)
@@ -168,15 +172,21 @@ def _head_group(phase: int, values: Mapping, *, zero_cpus: bool, image: str | No
     }
 
 
-def _cpu_group(phase: int, values: Mapping) -> dict:
+def _cpu_group(phase: int, values: Mapping, *, image: str | None = None) -> dict:
+    """The CPU worker group; ``image`` defaults to the CPU image (the batch RayJob gives
+    it the GPU image: ray.data.llm's tokenizer stages land there and need transformers
+    and the model's tokenizer files, which only the GPU image has)."""
     spec = values["worker_groups"][CPU_GROUP]
     capacity = values["capacity_types"]["on-demand"]
+    env = _state_env(phase, values, head=False)
+    if image == values["images"]["gpu"]:
+        env += offline_env()
     container = _container(
         "ray-worker",
-        values["images"]["cpu"],
+        image or values["images"]["cpu"],
         values,
         _resources(spec["cpu"], spec["memory"]),
-        env=_state_env(phase, values, head=False),
+        env=env,
     )
     return {
         "groupName": CPU_GROUP,
@@ -206,17 +216,16 @@ def _gpu_group(
     spec = values["worker_groups"][group]
     market = "spot" if group == GPU_SPOT else "on-demand"
     capacity = values["capacity_types"][market]
-    node_selector = {
-        **capacity["node_selector"],
-        values["gpu_node_label"]: values["gpu_types"][values["gpu_type"]],
-    }
+    node_selector = {**capacity["node_selector"], **gpu_node_selector(values)}
     tolerations = [*values["gpu_tolerations"], *capacity["tolerations"]]
+    volumes, mounts, cache_env = compile_cache(values)
     container = _container(
         "ray-worker",
         values["images"]["gpu"],
         values,
         _resources(spec["cpu"], spec["memory"], spec["gpus"]),
-        env=_state_env(phase, values, head=False) + offline_env(),
+        env=_state_env(phase, values, head=False) + offline_env() + cache_env,
+        volume_mounts=mounts,
     )
     lo = spec["min_replicas"] if min_replicas is None else min_replicas
     hi = spec["max_replicas"] if max_replicas is None else max_replicas
@@ -238,6 +247,8 @@ def _gpu_group(
         node_selector=node_selector,
         tolerations=tolerations,
         affinity=gpu_driver_affinity(values),
+        volumes=volumes,
+        fs_group=RAY_GID if volumes else None,
     )
     return out
 
@@ -273,26 +284,98 @@ def offline_env() -> list[dict]:
     return [{"name": k, "value": v} for k, v in OFFLINE_ENV.items()]
 
 
+# Karpenter's well-known labels (AWS provider) for the GPU of an instance type: known
+# before a node exists, so a pending pod that requires them makes Karpenter launch one.
+KARPENTER_GPU_NAME = "karpenter.k8s.aws/instance-gpu-name"
+KARPENTER_GPU_MEMORY = "karpenter.k8s.aws/instance-gpu-memory"
+
+
+def gpu_node_selector(values: Mapping) -> dict[str, str]:
+    """The GPU model, as a label the node provisioner knows (see ``gpu_provisioner``)."""
+    if values["gpu_provisioner"] == "karpenter":
+        gpu = values["karpenter_gpus"][values["gpu_type"]]
+        out = {KARPENTER_GPU_NAME: gpu["name"]}
+        if gpu.get("memory_mib"):
+            out[KARPENTER_GPU_MEMORY] = str(gpu["memory_mib"])
+        return out
+    return {values["gpu_node_label"]: values["gpu_types"][values["gpu_type"]]}
+
+
+def _at_least(key: str, floor: int) -> dict:
+    return {"key": key, "operator": "Gt", "values": [str(int(floor) - 1)]}
+
+
 def gpu_driver_affinity(values: Mapping) -> dict:
-    """Require a node whose NVIDIA driver is new enough for the pinned vLLM/torch (CUDA 13)."""
+    """Require a node whose NVIDIA driver is new enough for the pinned vLLM/torch (CUDA 13).
+
+    With Karpenter the floor is a label of the GPU NodePool (the driver of its AMI), which
+    Karpenter can provision for; GPU feature discovery's labels, which appear only once a
+    node runs, are a preference. Without Karpenter they are the requirement.
+    """
     driver = values["gpu_driver"]
+    floor = int(driver["min_major"])
+    gfd = [
+        {
+            "key": values["gpu_node_label"],
+            "operator": "In",
+            "values": [values["gpu_types"][values["gpu_type"]]],
+        },
+        _at_least(driver["gfd_label"], floor),
+    ]
+    if values["gpu_provisioner"] != "karpenter":
+        required = [_at_least(driver["gfd_label"], floor)]
+        return {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": required}]
+                }
+            }
+        }
     return {
         "nodeAffinity": {
             "requiredDuringSchedulingIgnoredDuringExecution": {
                 "nodeSelectorTerms": [
-                    {
-                        "matchExpressions": [
-                            {
-                                "key": driver["node_label"],
-                                "operator": "Gt",
-                                "values": [str(int(driver["min_major"]) - 1)],
-                            }
-                        ]
-                    }
+                    {"matchExpressions": [_at_least(driver["karpenter_label"], floor)]}
                 ]
-            }
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "preference": {"matchExpressions": gfd}}
+            ],
         }
     }
+
+
+RAY_GID = 100  # the rayproject images' `ray` user is in group `users` (gid 100)
+COMPILE_CACHE_VOLUME = "compile-cache"
+# Where each library keeps what it compiles, relative to the cache mount.
+COMPILE_CACHE_DIRS = {
+    "VLLM_CACHE_ROOT": "vllm",  # torch.compile artifacts (torch_compile_cache/)
+    "TORCHINDUCTOR_CACHE_DIR": "inductor",
+    "TRITON_CACHE_DIR": "triton",
+    "FLASHINFER_WORKSPACE_BASE": "flashinfer",
+    "CUDA_CACHE_PATH": "cuda",  # the driver's PTX JIT cache
+}
+
+
+def compile_cache(values: Mapping) -> tuple[list[dict] | None, list[dict] | None, list[dict]]:
+    """(volumes, volumeMounts, env) that put every compile cache on the shared claim.
+
+    Without it each replica start (and each spot replacement) compiles vLLM's graphs and
+    kernels again; with it only the first start on a new configuration does.
+    """
+    cache = values["compile_cache"]
+    if not cache["claim_name"]:
+        return None, None, []
+    root = cache["mount_path"].rstrip("/")
+    volumes = [
+        {
+            "name": COMPILE_CACHE_VOLUME,
+            "persistentVolumeClaim": {"claimName": cache["claim_name"]},
+        }
+    ]
+    mounts = [{"name": COMPILE_CACHE_VOLUME, "mountPath": root}]
+    env = [{"name": k, "value": f"{root}/{sub}"} for k, sub in COMPILE_CACHE_DIRS.items()]
+    return volumes, mounts, env
 
 
 def _metadata(values: Mapping, phase: int, name: str, component: str) -> dict:

@@ -86,7 +86,12 @@ def rayjob_batch(values: Mapping, root: Path | str | None = None) -> dict:
                     3, values, zero_cpus=True, image=values["images"]["gpu"]
                 ),
                 "workerGroupSpecs": [
-                    _cpu_group(3, values),
+                    # ray.data.llm's chat-template, tokenize and detokenize actors are CPU
+                    # stages: they land on this group as well as on the GPU ones, and load
+                    # transformers and the model's tokenizer files, which only the GPU image
+                    # has. So the whole batch cluster runs the GPU image (CUDA is not needed
+                    # to import it on a CPU node).
+                    _cpu_group(3, values, image=values["images"]["gpu"]),
                     # Batch tolerates preemption (Ray Data retries tasks): spot first,
                     # on-demand only when spot is short. Both scale from zero.
                     _gpu_group(

@@ -113,13 +113,36 @@ VALUES_SCHEMA: dict = _obj(
         "gpu_llm": _obj({"model_dir": {"type": "string", "pattern": r"^/"}}),
         "gpu_driver": _obj(
             {
-                "node_label": {"type": "string", "minLength": 1},
                 "min_major": {"type": "integer", "minimum": 1},
+                "karpenter_label": {"type": "string", "minLength": 1},
+                "gfd_label": {"type": "string", "minLength": 1},
+            }
+        ),
+        "compile_cache": _obj(
+            {
+                "claim_name": {
+                    "anyOf": [
+                        {"type": "null"},
+                        {"type": "string", "pattern": _DNS1123_SUBDOMAIN, "maxLength": 253},
+                    ]
+                },
+                "mount_path": {"type": "string", "pattern": r"^/"},
             }
         ),
         "llm_engine": {"enum": ["llama_cpp", "openai"]},
         "openai_base_url": {"type": "string", "minLength": 1},
         "gpu_type": {"type": "string", "minLength": 1},
+        "gpu_provisioner": {"enum": ["karpenter", "gfd"]},
+        "karpenter_gpus": {
+            "type": "object",
+            "additionalProperties": _obj(
+                {
+                    "name": {"type": "string", "minLength": 1},
+                    "memory_mib": {"type": "integer", "minimum": 1},
+                },
+                required=["name"],
+            ),
+        },
         "gpu_types": {"type": "object", "additionalProperties": {"type": "string"}},
         "gpu_node_label": {"type": "string", "minLength": 1},
         "gpu_tolerations": {"type": "array", "items": _TOLERATION},
@@ -237,6 +260,14 @@ def check_values(values: Any) -> list[str]:
     if values["gpu_type"] not in values["gpu_types"]:
         known = ", ".join(sorted(values["gpu_types"]))
         problems.append(f"gpu_type: {values['gpu_type']!r} is not in gpu_types ({known})")
+    elif values["gpu_provisioner"] == "karpenter" and (
+        values["gpu_type"] not in values["karpenter_gpus"]
+    ):
+        known = ", ".join(sorted(values["karpenter_gpus"]))
+        problems.append(
+            f"gpu_type: {values['gpu_type']!r} is not in karpenter_gpus ({known}); "
+            "Karpenter needs its instance GPU name"
+        )
     for key in ("cpu", "gpu"):
         reason = _image_problem(values["images"][key])
         if reason:

@@ -20,16 +20,19 @@ from pydantic import BaseModel, Field
 
 from app import __version__
 from app.api.auth import Principal, auth_required
-from app.api.deps import principal, services_of
+from app.api.deps import door_of, principal
 from app.api.errors import APIError
-from app.storage.blobs import BlobNotFound
-from app.storage.sql import search as search_index
+from app.tasks.door import SEARCH_MAX_LIMIT, AudioGone, EmptySearch
 
 router = APIRouter()
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+# The console's scripts (ES modules, which need a JavaScript type) and stylesheets,
+# served by bare file name: only names listed here, so no path can reach other files.
+_ASSET_TYPES = {".js": "text/javascript", ".css": "text/css"}
 _ASSETS = {
-    "console.js": "text/javascript",
-    "console.css": "text/css",
+    path.name: _ASSET_TYPES[path.suffix]
+    for path in STATIC_DIR.iterdir()
+    if path.suffix in _ASSET_TYPES
 }
 # Magic numbers of the containers people upload, for when the filename has no extension.
 _MAGIC = [
@@ -40,7 +43,10 @@ _MAGIC = [
     (b"\xff\xf3", "audio/mpeg"),
     (b"\x1aE\xdf\xa3", "audio/webm"),
 ]
-_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)$", re.ASCII)
+#: More digits than any file's size has: such an offset is simply past the end (``int()``
+#: refuses over 4,300 digits, which used to be a 500).
+_MAX_DIGITS = 18
 
 
 # --- pages ---------------------------------------------------------------------
@@ -51,18 +57,19 @@ def root() -> RedirectResponse:
     return RedirectResponse("/console", status_code=307)
 
 
-_NO_STORE = {"Cache-Control": "no-cache"}
 # The console runs no inline script and loads nothing from elsewhere.
 _CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+    "media-src 'self' blob:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; "
+    "form-action 'self'"
 )
 
 
 @router.get("/console", response_class=HTMLResponse, include_in_schema=False)
 def console_page() -> HTMLResponse:
     html = (STATIC_DIR / "console.html").read_text(encoding="utf-8")
-    return HTMLResponse(html, headers={**_NO_STORE, "Content-Security-Policy": _CSP})
+    # Cache-Control, nosniff and Referrer-Policy: app/api/headers.py, on every response.
+    return HTMLResponse(html, headers={"Content-Security-Policy": _CSP})
 
 
 @router.get("/console/static/{name}", include_in_schema=False)
@@ -70,7 +77,7 @@ def console_asset(name: str) -> FileResponse:
     media_type = _ASSETS.get(name)
     if media_type is None:
         raise APIError(404, "not_found", f"no console file '{name}'")
-    return FileResponse(STATIC_DIR / name, media_type=media_type, headers=_NO_STORE)
+    return FileResponse(STATIC_DIR / name, media_type=media_type)
 
 
 class ConsoleConfig(BaseModel):
@@ -83,7 +90,7 @@ class ConsoleConfig(BaseModel):
 @router.get("/console/config.json", response_model=ConsoleConfig, include_in_schema=False)
 def console_config(request: Request) -> ConsoleConfig:
     """What the page needs before the first API call; nothing tenant-specific."""
-    settings = services_of(request).settings
+    settings = door_of(request).settings
     return ConsoleConfig(
         version=__version__,
         auth_required=auth_required(settings),
@@ -121,16 +128,16 @@ class SearchPage(BaseModel):
 def search_transcripts(
     request: Request,
     q: str = Query(..., min_length=1, max_length=200, description="Words to find."),
-    limit: int = Query(20, ge=1, le=search_index.MAX_LIMIT),
+    limit: int = Query(20, ge=1, le=SEARCH_MAX_LIMIT),
     caller: Principal = Depends(principal),
 ) -> SearchPage:
     try:
-        hits = search_index.search(services_of(request).engine, caller.tenant_id, q, limit)
-    except search_index.EmptyQuery:
+        hits, terms = door_of(request).search(caller.tenant_id, q, limit)
+    except EmptySearch:
         raise APIError(422, "empty_query", "the query has no words to search for") from None
     return SearchPage(
         query=q,
-        terms=search_index.terms(q),
+        terms=terms,
         data=[SearchHit(**hit.__dict__) for hit in hits],
     )
 
@@ -160,18 +167,27 @@ def _size_and_rewind(fh) -> int:
     return size
 
 
+def _offset(digits: str) -> int:
+    """A Range offset, bounded: a longer number than any size is read as "past the end"."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= _MAX_DIGITS else 10**_MAX_DIGITS
+
+
 def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
-    """``(first, last)`` of a single ``Range: bytes=`` request; ``None`` for the whole file."""
+    """``(first, last)`` of a single ``Range: bytes=`` request; ``None`` for the whole file.
+
+    Total: any header value gives a span or a 416 naming the problem.
+    """
     if not header:
         return None
     m = _RANGE.match(header.strip())
     if m is None or (not m.group(1) and not m.group(2)):
         raise APIError(416, "range_not_satisfiable", "only one 'bytes=first-last' range is served")
     if m.group(1):
-        first = int(m.group(1))
-        last = min(int(m.group(2)), size - 1) if m.group(2) else size - 1
+        first = _offset(m.group(1))
+        last = min(_offset(m.group(2)), size - 1) if m.group(2) else size - 1
     else:  # a suffix: the last N bytes
-        first, last = max(0, size - int(m.group(2))), size - 1
+        first, last = max(0, size - _offset(m.group(2))), size - 1
     if first > last or first >= size:
         raise APIError(
             416,
@@ -190,16 +206,14 @@ def _byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     responses={404: {"description": "No such task for this caller, or no stored audio"}},
 )
 async def task_audio(task_id: str, request: Request, caller: Principal = Depends(principal)):
-    services = services_of(request)
-    task = await asyncio.to_thread(services.store.get, task_id, caller.tenant_id)
+    door = door_of(request)
+    task = await door.get(task_id, caller.tenant_id)
     if task is None:
         raise APIError(404, "task_not_found", f"no task '{task_id}'")
-    if not task.audio_uri:
-        raise APIError(404, "audio_not_found", "this task has no stored audio")
     try:
-        fh = await asyncio.to_thread(services.blobs.open, task.audio_uri)
-    except BlobNotFound:
-        raise APIError(404, "audio_not_found", "the task's audio is no longer stored") from None
+        fh = await asyncio.to_thread(door.open_audio, task)
+    except AudioGone as exc:
+        raise APIError(404, "audio_not_found", str(exc)) from None
     size = await asyncio.to_thread(_size_and_rewind, fh)
     head = await asyncio.to_thread(fh.read, 12)
     media_type = _media_type(task.audio_filename, head)
@@ -212,7 +226,6 @@ async def task_audio(task_id: str, request: Request, caller: Principal = Depends
     headers = {
         "Accept-Ranges": "bytes",
         "Content-Length": str(last - first + 1),
-        "Cache-Control": "private, max-age=3600",
     }
     if span is not None:
         headers["Content-Range"] = f"bytes {first}-{last}/{size}"

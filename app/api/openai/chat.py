@@ -12,7 +12,7 @@ from typing import Any
 from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from app.api.deps import PipelineDep, ServicesDep
+from app.api.deps import DoorDep, PipelineDep
 from app.api.openai.errors import (
     OpenAIError,
     OpenAIRoute,
@@ -32,6 +32,7 @@ from app.api.openai.protocol import (
 )
 from app.api.openai.transcriptions import rate_limited
 from app.core.logs import get_logger
+from app.tasks.pipeline import Pipeline
 
 log = get_logger()
 
@@ -70,7 +71,7 @@ def output_budget(
 async def create_chat_completion(
     body: ChatCompletionRequest,
     models: ServedModels,
-    services: ServicesDep,
+    door: DoorDep,
     pipeline: PipelineDep,
 ) -> Response:
     llm = models["llm"]
@@ -79,10 +80,9 @@ async def create_chat_completion(
     messages = [m.engine_message() for m in body.messages]
     schema = body.response_format.schema_for_engine() if body.response_format else None
     context = int(llm.get("context_tokens") or 0)
-    summarizer = pipeline.summarizer
     # The chat template adds a few tokens per message on top of the text itself.
     text = "\n".join(m["content"] for m in messages)
-    prompt_tokens = await summarizer.count_tokens.remote(text) + 4 * len(messages) + 3
+    prompt_tokens = await pipeline.count_tokens(text) + 4 * len(messages) + 3
     if context and prompt_tokens >= context:
         raise OpenAIError(
             400,
@@ -91,14 +91,12 @@ async def create_chat_completion(
             param="messages",
             code="context_length_exceeded",
         )
-    max_tokens = output_budget(
-        body, context, services.settings.llm_max_output_tokens, prompt_tokens
-    )
+    max_tokens = output_budget(body, context, door.settings.llm_max_output_tokens, prompt_tokens)
     temperature = 1.0 if body.temperature is None else body.temperature
 
     cid, created, model = f"chatcmpl-{uuid.uuid4().hex}", int(time.time()), llm["model"]
     if not body.stream:
-        comp = await summarizer.chat.remote(messages, max_tokens, temperature, json_schema=schema)
+        comp = await pipeline.chat(messages, max_tokens, temperature, json_schema=schema)
         finish = "length" if comp.finish_reason == "length" else "stop"
         return JSONResponse(
             ChatCompletion(
@@ -110,13 +108,13 @@ async def create_chat_completion(
             ).model_dump()
         )
     return await _stream(
-        body, summarizer, messages, max_tokens, temperature, schema, prompt_tokens, cid, created
+        body, pipeline, messages, max_tokens, temperature, schema, prompt_tokens, cid, created
     )
 
 
 async def _stream(
     body: ChatCompletionRequest,
-    summarizer: Any,
+    pipeline: Pipeline,
     messages: list[dict[str, str]],
     max_tokens: int,
     temperature: float,
@@ -141,12 +139,12 @@ async def _stream(
 
     if schema is not None:
         # Constrained decoding has no token stream here: one content chunk, then the end.
-        comp = await summarizer.chat.remote(messages, max_tokens, temperature, json_schema=schema)
+        comp = await pipeline.chat(messages, max_tokens, temperature, json_schema=schema)
         first, rest = comp.text, None
         usage_now = Usage.of(comp.prompt_tokens, comp.completion_tokens)
         finish = "length" if comp.finish_reason == "length" else "stop"
     else:
-        rest = summarizer.options(stream=True).chat_stream.remote(messages, max_tokens, temperature)
+        rest = pipeline.chat_stream(messages, max_tokens, temperature)
         # Take the first piece before answering 200, so a failure is still a clean error.
         try:
             first = await rest.__anext__()
@@ -172,7 +170,7 @@ async def _stream(
                     rest.cancel()
                     raise
             if usage is None:
-                done = await summarizer.count_tokens.remote("".join(parts)) if parts else 0
+                done = await pipeline.count_tokens("".join(parts)) if parts else 0
                 usage = Usage.of(prompt_tokens, done)
                 reason = "length" if done >= max_tokens else "stop"
         except Exception as exc:  # the stream already started: report in-band, then stop

@@ -329,11 +329,6 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
-class Delta(BaseModel):
-    role: Literal["assistant"] | None = None
-    content: str | None = None
-
-
 class ChunkChoice(BaseModel):
     index: int = 0
     delta: dict[str, Any]

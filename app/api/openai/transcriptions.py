@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
 from app.api.auth import Principal
-from app.api.deps import CallerDep, PipelineDep, ServicesDep
+from app.api.deps import CallerDep, DoorDep, PipelineDep
 from app.api.errors import APIError
 from app.api.limits import rate_limit
 from app.api.openai.errors import OpenAIError, OpenAIRoute, from_validation, not_found
@@ -27,17 +27,19 @@ from app.api.openai.protocol import (
 )
 from app.api.uploads import check_audio, read_upload
 from app.core.logs import get_logger
-from app.speech.diarize import assign_speakers, to_diarized_json
+from app.speech.diarize import to_diarized_json
+from app.speech.stt import SttOptions
 from app.speech.subtitles import to_srt, to_vtt
+from app.tasks.pipeline import Pipeline
 
 log = get_logger()
 
 router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
 
 
-def rate_limited(caller: CallerDep, services: ServicesDep) -> Principal:
+def rate_limited(caller: CallerDep, door: DoorDep) -> Principal:
     """The project's per-key rate limit for work-submitting routes (429 when over)."""
-    rate_limit(services, caller, None)
+    rate_limit(door, caller, None)
     return caller
 
 
@@ -134,7 +136,7 @@ def _verbose_dict(body: TranscriptionVerbose) -> dict[str, Any]:
 )
 async def create_transcription(
     models: ServedModels,
-    services: ServicesDep,
+    door: DoorDep,
     pipeline: PipelineDep,
     file: UploadFile | None = File(None, description="Audio in any format FFmpeg reads."),
     model: str | None = Form(None, description="`whisper-1` or the served Whisper model."),
@@ -174,7 +176,7 @@ async def create_transcription(
     if req.model != models["stt"]["model"] and req.model not in STT_ALIASES:
         raise not_found(req.model)
 
-    settings = services.settings
+    settings = door.settings
     try:
         data = await read_upload(file, settings)
         # Walking the packets of a large file takes a while: keep it off the event loop.
@@ -183,7 +185,7 @@ async def create_transcription(
         raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
     if req.response_format == "diarized_json":
         return await _diarized(pipeline, data, req)
-    out = await pipeline.transcribe(data, req.stt_options())
+    out = await pipeline.transcribe(data, SttOptions(**req.stt_options()))
     log.info(
         "openai transcription: %.1fs of audio, model=%s, format=%s, words=%s",
         out.transcript.duration_s,
@@ -194,9 +196,9 @@ async def create_transcription(
     return render(req, out.transcript)
 
 
-async def _diarized(pipeline: Any, data: bytes, req: TranscriptionRequest) -> Response:
-    """Transcriber and Diarizer in parallel on the same audio, merged by word timing."""
-    if getattr(pipeline, "diarizer", None) is None:
+async def _diarized(pipeline: Pipeline, data: bytes, req: TranscriptionRequest) -> Response:
+    """The pipeline's diarized path (the one tasks take), rendered as OpenAI's shape."""
+    if not pipeline.has_diarizer:
         raise OpenAIError(
             400,
             "response_format 'diarized_json' needs the Diarizer deployment, "
@@ -204,10 +206,8 @@ async def _diarized(pipeline: Any, data: bytes, req: TranscriptionRequest) -> Re
             param="response_format",
             code="unsupported_value",
         )
-    stt, diar = await asyncio.gather(
-        pipeline.transcribe(data, req.stt_options()), pipeline.diarize(data)
-    )
-    transcript = assign_speakers(stt.transcript, diar)
+    merged = await pipeline.transcribe_with_speakers(data, SttOptions(**req.stt_options()))
+    transcript, diar = merged.transcript, merged.diarization
     log.info(
         "openai diarized transcription: %.1fs of audio, %d speakers (%s)",
         transcript.duration_s,

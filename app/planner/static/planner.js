@@ -10,6 +10,22 @@
   var shown = 0;     // newest request whose answer is on screen
   var timer = null;
 
+  // With API keys on, the planner's API wants the key the console keeps for this tab
+  // (same origin); without one, a 401 says where to enter it.
+  function headers(extra) {
+    var out = Object.assign({ "Accept": "application/json" }, extra || {});
+    var key = null;
+    try { key = window.sessionStorage.getItem("aipp.apiKey"); } catch (e) { key = null; }
+    if (key) out["Authorization"] = "Bearer " + key;
+    return out;
+  }
+
+  function keyHint(resp) {
+    return resp.status === 401
+      ? "This server needs an API key: enter it in the console (/console), then reload."
+      : "HTTP " + resp.status;
+  }
+
   function $(id) { return document.getElementById(id); }
   function money(x) {
     if (x === null || x === undefined) return "–";
@@ -83,9 +99,12 @@
     document.body.dataset.state = "loading";
     fetch("/v1/plan", {
       method: "POST",
-      headers: { "Content-Type": "application/json", "Accept": "application/json" },
+      headers: headers({ "Content-Type": "application/json" }),
       body: JSON.stringify(readForm()),
     }).then(function (resp) {
+      if (resp.status === 401) {
+        return { ok: false, data: { error: { message: keyHint(resp) } } };
+      }
       return resp.json().then(function (data) { return { ok: resp.ok, data: data }; },
         function () { return { ok: false, data: { error: { message: "HTTP " + resp.status } } }; });
     }).then(function (r) {
@@ -172,20 +191,36 @@
     });
   }
 
-  function baselinesTable(p) {
-    var t = $("baselines");
+  function rangesText(ranges, limit) {
+    limit = limit || 4;
+    var parts = ranges.slice(0, limit).map(function (r) {
+      if (r.to_tasks === null) return num(r.from_tasks, 0) + "+";
+      return r.from_tasks === r.to_tasks ? num(r.from_tasks, 0) : num(r.from_tasks, 0) + "–" + num(r.to_tasks, 0);
+    });
+    if (ranges.length > limit) parts.push("+" + (ranges.length - limit) + " more");
+    return parts.join(", ") || "none";
+  }
+
+  function vol(x) { return x === null || x === undefined ? "never" : num(x, 0); }
+
+  function baselinesTable(id, p, rows) {
+    var t = $(id);
     t.innerHTML = "";
     var head = t.insertRow();
-    ["Baseline", "Monthly", "Cheaper", "Crossover"].forEach(function (h, i) {
-      var th = document.createElement("th"); th.textContent = h; if (i) th.className = "num"; head.appendChild(th);
+    ["Baseline", "Monthly", "Cheaper", "Stays cheaper from", "Self-hosting cheaper in", "Band"].forEach(function (h, i) {
+      var th = document.createElement("th"); th.textContent = h; if (i && i !== 4) th.className = "num"; head.appendChild(th);
     });
-    p.baselines.forEach(function (b) {
+    rows.forEach(function (b) {
       var row = t.insertRow();
+      row.dataset.baseline = b.id;
       row.insertCell().textContent = b.name + (b.id === p.cheapest_managed ? " (cheapest)" : "");
       var c = row.insertCell(); c.className = "num"; c.textContent = money(b.monthly_usd);
       c = row.insertCell(); c.className = "num"; c.textContent = b.cheaper === "managed" ? "managed" : "self-hosted";
       c = row.insertCell(); c.className = "num";
       c.textContent = b.crossover.tasks_per_month ? num(b.crossover.tasks_per_month, 0) : b.crossover.status;
+      c = row.insertCell(); c.dataset.testid = "ranges";
+      c.textContent = rangesText(b.crossover.ranges) + (b.crossover.undecided.length ? " (some undecided)" : "");
+      c = row.insertCell(); c.className = "num"; c.textContent = vol(b.band_low) + " to " + vol(b.band_high);
     });
   }
 
@@ -199,11 +234,15 @@
       : "Throughput sizing at " + num(p.inputs.target_utilization, 2) + " utilisation; predicted p95 ")
       + secs(s.predicted_p95_s) + (s.meets_target ? " (meets the target)" : " (misses the target)") + ".");
     poolsTable(s);
-    baselinesTable(p);
+    baselinesTable("baselines", p, p.baselines.filter(function (x) { return x.comparable; }));
+    var waits = p.baselines.filter(function (x) { return !x.comparable; });
+    baselinesTable("baselines-wait", p, waits);
+    $("wait-section").hidden = waits.length === 0;
     setText("out-verdict", p.verdict);
     var b = p.band;
-    setText("out-band", "Sensitivity band: crossover " + (b.crossover_low ? num(b.crossover_low, 0) : "none")
-      + " to " + (b.crossover_high ? num(b.crossover_high, 0) : "none") + " tasks/mo; self-hosted "
+    setText("out-band", "Sensitivity band: self-hosting stays cheaper than the cheapest like-for-like option from "
+      + vol(b.cheapest_low) + " to " + vol(b.cheapest_high) + " tasks/mo (chosen baseline: "
+      + vol(b.crossover_low) + " to " + vol(b.crossover_high) + "); self-hosted "
       + money(b.monthly_usd_low) + " to " + money(b.monthly_usd_high) + "/mo at your volume.");
     setText("out-stt-gpus", String(s.stt_gpus));
     setText("out-llm-gpus", String(s.llm_gpus));
@@ -214,12 +253,14 @@
     setText("out-self-task", money(p.self_hosted.per_task_usd) + " per task · " + p.gpu.instance_type);
     setText("out-managed", money(p.managed.monthly_usd) + "/mo");
     setText("out-managed-task", money(p.managed.per_task_usd) + " per task · " + p.inputs.managed_stt + " + " + p.bedrock_model);
-    var co = p.crossover;
-    setText("out-crossover", co.status === "found" ? num(co.tasks_per_month, 0) + " tasks/mo"
-      : co.status === "always_cheaper" ? "from the first task" : "none");
+    var cc = p.crossover_cheapest, co = p.crossover;
+    setText("out-crossover", cc.status === "always_cheaper" ? "from the first task"
+      : cc.tasks_per_month ? "from " + num(cc.tasks_per_month, 0) + " tasks/mo"
+      : cc.ranges.length ? cc.ranges.length + " window(s)" : "none");
+    setText("out-ranges", "Self-hosting is cheaper than every like-for-like option in: " + rangesText(cc.ranges, 6) + ".");
     var sv = p.savings_monthly_usd;
     setText("out-savings", (sv >= 0 ? "Self-hosting saves " : "Managed saves ") + money(Math.abs(sv))
-      + "/mo (" + num(Math.abs(p.savings_pct), 1) + "%). " + co.message);
+      + "/mo (" + num(Math.abs(p.savings_pct), 1) + "%) against the chosen baseline. " + co.message);
     itemsTable("self-items", p.self_hosted);
     itemsTable("managed-items", p.managed);
     setText("advice", adviceText(p.replica_advice));
@@ -322,6 +363,12 @@
       svg.appendChild(el("line", { x1: X(v), x2: X(v), y1: T, y2: H - B, stroke: "#8250df", "stroke-dasharray": "2 3" }));
       svg.appendChild(el("text", { x: X(v) + 4, y: T + 10, "font-size": 11, fill: "#8250df" }, "your volume"));
     }
+    (p.crossover_cheapest.ranges || []).forEach(function (r) {
+      if (r.from_tasks > xmax) return;
+      var x0 = X(r.from_tasks), x1 = X(r.to_tasks === null ? xmax : Math.min(r.to_tasks, xmax));
+      svg.appendChild(el("rect", { x: x0, y: T, width: Math.max(1, x1 - x0), height: H - T - B, fill: "#2da44e",
+        "fill-opacity": 0.13, "data-testid": "cheaper-range" }));
+    });
     var co = p.crossover;
     if (co.status === "found" && co.tasks_per_month <= xmax) {
       var cx = X(co.tasks_per_month), cy = Y(co.self_hosted_usd);
@@ -362,8 +409,10 @@
     fillSelect("llm_model", Object.keys(options.llm_models));
     fillSelect("bedrock_model", options.bedrock_models);
     fillSelect("managed_stt", options.managed_stt || ["aws-transcribe"]);
+    fillSelect("support_plan", options.support_plans || ["none"]);
     Array.prototype.forEach.call($("bedrock_model").options, function (o) {
-      if ((options.retired_bedrock_models || []).indexOf(o.value) >= 0) o.textContent = o.value + " (retired)";
+      var state = (options.lifecycle || {})[o.value];
+      if (state && state !== "active") o.textContent = o.value + " (" + (state === "soon" ? "retires soon" : state) + ")";
     });
     fillForm(options.defaults);
     fillForm(presets["seed-example"] || {});
@@ -378,8 +427,8 @@
     submit();
   }
 
-  fetch("/v1/plan/options").then(function (r) {
-    if (!r.ok) throw new Error("HTTP " + r.status);
+  fetch("/v1/plan/options", { headers: headers() }).then(function (r) {
+    if (!r.ok) throw new Error(keyHint(r));
     return r.json();
   }).then(init).catch(function (e) {
     setText("form-error", "Cannot load planner options: " + e);

@@ -10,7 +10,10 @@ raised. Events are JSON objects; ``task_id`` is added if missing.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import weakref
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -208,12 +211,150 @@ class subscription:  # noqa: N801 - used like a function: ``async with subscript
             pass
 
 
+class EventHub:
+    """One Redis subscription per process for every task's events, shared by its watchers.
+
+    A watcher (an SSE stream, a synchronous wait) used to hold a pub/sub connection of
+    its own, so a tenant with many open streams held as many Redis connections. Here
+    one pattern subscription reads every task's channel and hands each event to the
+    local queues of that task's watchers. Events of tasks nobody here watches are
+    dropped on arrival. When Redis goes away, every watcher's next read raises
+    :class:`EventsUnavailable` (they fall back to the database) and the next
+    subscription connects again.
+    """
+
+    #: Events one watcher may fall behind by; older ones are dropped (the follower
+    #: re-reads the database on a quiet spell, so nothing final is lost).
+    QUEUE_SIZE = 64
+
+    def __init__(self, client: redis.asyncio.Redis) -> None:
+        self._client = client
+        self._pubsub: redis.asyncio.client.PubSub | None = None
+        self._reader: asyncio.Task | None = None
+        self._lock = asyncio.Lock()
+        self._watchers: dict[str, set[asyncio.Queue]] = {}
+
+    @property
+    def watched(self) -> int:
+        """Tasks watched right now (for tests and metrics)."""
+        return len(self._watchers)
+
+    async def _connect(self) -> None:
+        async with self._lock:
+            if self._reader is not None and not self._reader.done():
+                return
+            pubsub = self._client.pubsub()
+            try:
+                await pubsub.psubscribe(f"{CHANNEL_PREFIX}*")
+            except REDIS_ERRORS as exc:
+                report_degraded("events", exc)
+                with contextlib.suppress(*REDIS_ERRORS):
+                    await pubsub.aclose()
+                raise EventsUnavailable(str(exc)) from exc
+            self._pubsub = pubsub
+            self._reader = asyncio.get_running_loop().create_task(
+                self._read(pubsub), name="task-event-hub"
+            )
+
+    async def _read(self, pubsub: redis.asyncio.client.PubSub) -> None:
+        try:
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=30)
+                if message is None or message.get("type") != "pmessage":
+                    continue
+                task_id = (as_str(message["channel"]) or "")[len(CHANNEL_PREFIX) :]
+                queues = self._watchers.get(task_id)
+                if not queues:
+                    continue
+                try:
+                    event = json.loads(as_str(message["data"]) or "")
+                except ValueError:
+                    continue
+                if isinstance(event, dict):
+                    for queue in queues:
+                        _offer(queue, event)
+        except REDIS_ERRORS as exc:
+            report_degraded("events", exc)
+            for queues in self._watchers.values():
+                for queue in queues:
+                    _offer(queue, _GONE)
+        finally:
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pubsub.aclose()
+
+    @contextlib.asynccontextmanager
+    async def subscription(self, task_id: str) -> AsyncIterator[_HubSubscription]:
+        """Like :class:`subscription`: events published once the body runs are seen."""
+        await self._connect()
+        queue: asyncio.Queue = asyncio.Queue(maxsize=self.QUEUE_SIZE)
+        self._watchers.setdefault(task_id, set()).add(queue)
+        try:
+            yield _HubSubscription(queue)
+        finally:
+            watchers = self._watchers.get(task_id)
+            if watchers is not None:
+                watchers.discard(queue)
+                if not watchers:
+                    del self._watchers[task_id]
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, *REDIS_ERRORS):
+                await self._reader
+            self._reader = None
+
+
+_GONE: dict[str, Any] = {"__events_unavailable__": True}
+
+
+def _offer(queue: asyncio.Queue, event: dict[str, Any]) -> None:
+    """Put without blocking the reader: a watcher that fell behind loses its oldest event."""
+    while True:
+        try:
+            queue.put_nowait(event)
+            return
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueEmpty):
+                queue.get_nowait()
+
+
+class _HubSubscription:
+    def __init__(self, queue: asyncio.Queue) -> None:
+        self._queue = queue
+
+    async def next_event(self, timeout_s: float) -> dict[str, Any] | None:
+        """The next event, or ``None`` after ``timeout_s`` without one."""
+        try:
+            event = await asyncio.wait_for(self._queue.get(), timeout_s)
+        except TimeoutError:
+            return None
+        if event is _GONE:
+            raise EventsUnavailable("the event subscription was lost")
+        return event
+
+
+_hubs: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def hub(client: redis.asyncio.Redis) -> EventHub:
+    """This event loop's hub for ``client`` (one pub/sub connection per process and loop)."""
+    loop = asyncio.get_running_loop()
+    per_loop = _hubs.setdefault(loop, {})
+    found = per_loop.get(id(client))
+    if found is None or found._client is not client:
+        found = per_loop[id(client)] = EventHub(client)
+    return found
+
+
 __all__ = [
     "CHANNEL_PREFIX",
+    "EventHub",
     "WAKE_CHANNEL",
     "EventsUnavailable",
     "apublish",
     "channel",
+    "hub",
     "notify_runners",
     "runner_wakeups",
     "publish",

@@ -10,6 +10,8 @@ when another connection committed in between, whatever the busy timeout.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +45,10 @@ def make_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
 
     - SQLite: ``check_same_thread=False`` (the pool hands connections across
       threads), WAL, ``busy_timeout``, foreign keys on, ``synchronous=NORMAL``
-      (durable across process crashes in WAL mode); the parent directory of a
-      file database is created. ``sqlite://`` (in memory) shares one connection.
+      (durable across process crashes in WAL mode); a file database and its
+      directory are created private (0600/0700: it holds webhook secrets; SQLite
+      gives ``-wal`` and ``-shm`` the database's mode). ``sqlite://`` (in memory)
+      shares one connection.
     - PostgreSQL (``postgresql+psycopg://``): ``pool_pre_ping`` so a restarted
       server or a dropped idle connection costs a reconnect, not an error.
       ``postgresql://`` and ``postgres://`` URLs are taken as psycopg 3.
@@ -63,11 +67,18 @@ def make_engine(url: str, *, echo: bool = False, **kwargs: Any) -> Engine:
     in_memory = not database or database == ":memory:" or database.startswith("file::memory:")
     if in_memory:
         kwargs.setdefault("poolclass", StaticPool)
-    else:
-        Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+    elif not database.startswith("file:"):
+        _create_private(Path(database).expanduser())
     engine = sa.create_engine(sa_url, echo=echo, connect_args=connect_args, **kwargs)
     _install_sqlite_hooks(engine, wal=not in_memory)
     return engine
+
+
+def _create_private(path: Path) -> None:
+    """Create the SQLite file 0600 (directory 0700) before SQLite does, whatever the umask."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with contextlib.suppress(OSError):  # read-only or not ours: SQLite reports it better
+        os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
 
 
 def writer(engine: Engine) -> Engine:

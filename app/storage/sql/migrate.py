@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -103,8 +104,9 @@ def _migration_lock(engine: Engine) -> Iterator[None]:
         yield
         return
     lock_path = Path(database).expanduser().with_suffix(".migrate.lock")
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as fh:
+    lock_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    # 0600 like the database next to it, whatever the process umask.
+    with os.fdopen(os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600), "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield

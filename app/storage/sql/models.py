@@ -15,13 +15,21 @@ import os
 import threading
 import time
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
+
+# The task vocabulary lives in core (every layer speaks it); the tables use it.
+from app.core.task_vocabulary import (
+    RUNNING_STATUSES,
+    TERMINAL_STATUSES,
+    TaskSource,
+    TaskStatus,
+    WebhookState,
+)
 
 # --- Column types -----------------------------------------------------------
 
@@ -92,44 +100,6 @@ def new_id() -> str:
         _ulid_last = (ms, rand)
     value = (ms << 80) | rand
     return "".join(_CROCKFORD[(value >> shift) & 31] for shift in range(125, -1, -5))
-
-
-# --- Enumerations -------------------------------------------------------------
-
-
-class TaskStatus(StrEnum):
-    QUEUED = "queued"
-    TRANSCRIBING = "transcribing"
-    SUMMARIZING = "summarizing"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def terminal(self) -> bool:
-        return self in TERMINAL_STATUSES
-
-    @property
-    def running(self) -> bool:
-        return self in RUNNING_STATUSES
-
-
-#: The one terminal set. ``TaskStatus`` is a ``StrEnum``, so plain strings test
-#: membership too (``task.status in TERMINAL_STATUSES``).
-TERMINAL_STATUSES = frozenset({TaskStatus.SUCCEEDED, TaskStatus.FAILED, TaskStatus.CANCELLED})
-RUNNING_STATUSES = frozenset({TaskStatus.TRANSCRIBING, TaskStatus.SUMMARIZING})
-
-
-class WebhookState(StrEnum):
-    PENDING = "pending"  # waiting for its next attempt
-    DELIVERED = "delivered"  # a 2xx came back
-    FAILED = "failed"  # refused (4xx) or out of attempts
-
-
-class TaskSource(StrEnum):
-    API = "api"  # POST /v1/tasks: queued, processed by a worker
-    BATCH = "batch"  # written by a Ray Data batch job, born finished
-    SYNC = "sync"  # the synchronous endpoint, recorded after the fact
 
 
 # --- Tables -------------------------------------------------------------------

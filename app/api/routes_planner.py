@@ -1,13 +1,15 @@
 """HTTP face of the planner: ``POST /v1/plan``, its option lists, and the ``/planner`` page.
 
-The ingress app includes :data:`router`; errors use the project's
-``{"error": {"code", "message"}}`` shape (``app.api.errors``), with a ``field`` key on 422s
-so the page can put the message next to the input that caused it.
+It lives in the API layer so the planner stays free of HTTP: the planner raises its own
+errors (:class:`CatalogError`, :class:`PlannerInputError`, :class:`WorkBudgetExceeded`) and
+this module maps them to the project's ``{"error": {"code", "message"}}`` shape, with a
+``field`` key on 422s so the page can put the message next to the input that caused it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import weakref
 from functools import lru_cache
@@ -20,6 +22,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 from pydantic import BaseModel, Field
 
+import app.planner
 from app.api.errors import APIError
 from app.planner.catalog import CATALOG_ENV, Catalog, CatalogError, Source, load_catalog
 from app.planner.plan import plan
@@ -43,7 +46,7 @@ def _limiter() -> CapacityLimiter:
     return lim
 
 
-STATIC_DIR = Path(__file__).with_name("static")
+STATIC_DIR = Path(app.planner.__file__).with_name("static")
 
 router = APIRouter()
 
@@ -71,8 +74,13 @@ class PlannerOptions(BaseModel):
     stt_models: dict[str, list[str]] = Field(description="Model -> GPU types it has a profile for.")
     llm_models: dict[str, list[str]] = Field(description="Model -> GPU types it has a profile for.")
     bedrock_models: list[str]
-    retired_bedrock_models: list[str] = Field(description="Marked retired: plans warn.")
+    retired_bedrock_models: list[str] = Field(description="Past end of life: plans warn.")
+    lifecycle: dict[str, str] = Field(
+        description="Bedrock model -> active | legacy | soon (end of life within six months) "
+        "| retired, as of today."
+    )
     managed_stt: list[str] = Field(description="Managed speech-to-text APIs to compare with.")
+    support_plans: list[str] = Field(description="AWS support plans the catalog prices.")
     catalog_as_of: str
     presets: dict[str, dict[str, Any]]
     defaults: dict[str, Any]
@@ -135,9 +143,11 @@ async def create_plan(body: PlanInput) -> PlanResult:
 )
 def plan_options() -> PlannerOptions:
     catalog = get_catalog()
+    today = dt.date.today()
     defaults = {
         name: f.default for name, f in PlanInput.model_fields.items() if not f.is_required()
     }
+    states = {n: m.life().state(today)[0] for n, m in catalog.managed.bedrock.items()}
     return PlannerOptions(
         gpus={
             name: GpuOption(**g.model_dump(include=set(GpuOption.model_fields)))
@@ -146,8 +156,10 @@ def plan_options() -> PlannerOptions:
         stt_models={n: list(m.profiles) for n, m in catalog.stt_models.items()},
         llm_models={n: list(m.profiles) for n, m in catalog.llm_models.items()},
         bedrock_models=list(catalog.managed.bedrock),
-        retired_bedrock_models=[n for n, m in catalog.managed.bedrock.items() if m.retired],
+        retired_bedrock_models=[n for n, st in states.items() if st == "retired"],
+        lifecycle=states,
         managed_stt=["aws-transcribe", *catalog.managed.stt_apis],
+        support_plans=["none", *catalog.support_plans],
         catalog_as_of=catalog.as_of,
         presets={n: dict(v) for n, v in PRESETS.items()},
         defaults=defaults,
@@ -166,16 +178,21 @@ def plan_catalog() -> Catalog:
     return get_catalog()
 
 
-@router.get("/planner", response_class=HTMLResponse, include_in_schema=False)
+# The page and its assets hold no data: public, so a browser can load them; the page's
+# script sends the console's key (same origin) to the API routes above.
+page_router = APIRouter()
+
+
+@page_router.get("/planner", response_class=HTMLResponse, include_in_schema=False)
 def planner_page() -> HTMLResponse:
     return HTMLResponse((STATIC_DIR / "planner.html").read_text(encoding="utf-8"))
 
 
-@router.get("/planner/planner.js", include_in_schema=False)
+@page_router.get("/planner/planner.js", include_in_schema=False)
 def planner_js() -> FileResponse:
     return FileResponse(STATIC_DIR / "planner.js", media_type="text/javascript")
 
 
-@router.get("/planner/planner.css", include_in_schema=False)
+@page_router.get("/planner/planner.css", include_in_schema=False)
 def planner_css() -> FileResponse:
     return FileResponse(STATIC_DIR / "planner.css", media_type="text/css")

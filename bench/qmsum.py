@@ -1,0 +1,283 @@
+"""Summaries against human references: QMSum meetings (AMI), train and validation only.
+
+QMSum (Zhong et al., NAACL 2021; ``bench/data/qmsum/SOURCES.md``) gives each meeting a
+human summary ("Summarize the whole meeting.") and a human topic segmentation as turn
+spans. The test split is never used: it is kept for an independent evaluation.
+
+QMSum transcripts carry no times, so turns get times from a constant speaking rate of
+2.5 words/s (150 words/min, conversational English); the ±90 s boundary tolerance is then
+about ±225 words, and the summarizer sees the same clock as the reference boundaries.
+
+Systems scored in one run, on the same meetings:
+
+* ``first_n``: the first N words of the transcript, N = the length of the ``current``
+  output (summary + key points + action items), so length cannot explain a difference;
+* ``previous``: git HEAD's ``app/llm`` copied into a temporary package;
+* ``current``: the working tree's summarizer.
+
+    python -m bench.qmsum --split val --json qmsum_val.json
+    python -m bench.qmsum --split val --meetings ES2006a,TS3010b --max-minutes 20
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import json
+import platform
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DATA = REPO / "bench" / "data" / "qmsum"
+WORDS_PER_S = 2.5
+TOLERANCE_S = 90.0
+VERBATIM_SHARE = 0.8  # a point whose words are 80% one contiguous run of one line is a copy
+_NOISE = re.compile(r"\{[a-z_]+\}")
+_SPACE_PUNCT = re.compile(r"\s+([,.?!;:'])")
+
+
+def clean(text: str) -> str:
+    """QMSum writes '{vocalsound} Okay , so .': drop the event tags, rejoin punctuation."""
+    text = _NOISE.sub(" ", text)
+    text = _SPACE_PUNCT.sub(r"\1", text)
+    text = re.sub(r"\s+", " ", text).strip()
+    return "" if re.fullmatch(r"[\W_]*", text) else text
+
+
+def load(split: str, ids: list[str] | None = None) -> list[dict]:
+    """The committed meetings of ``split``; refuses the test split outright."""
+    if split not in {"train", "val"}:
+        raise SystemExit("only the train and val splits are used (test is held out)")
+    meetings = []
+    for path in sorted(DATA.glob("*.json")):
+        m = json.loads(path.read_text())
+        if m["split"] == split and (not ids or m["id"] in ids):
+            meetings.append(m)
+    return meetings
+
+
+def timed_segments(meeting: dict, max_minutes: float | None = None) -> tuple[list[dict], dict]:
+    """Turns as transcript segments with times from the speaking rate, and turn -> start."""
+    segments, starts, t = [], {}, 0.0
+    for i, turn in enumerate(meeting["turns"]):
+        starts[i] = t
+        text = clean(turn["text"])
+        if not text:
+            continue
+        dur = max(0.6, len(text.split()) / WORDS_PER_S)
+        if max_minutes and t + dur > max_minutes * 60:
+            break
+        segments.append(
+            {
+                "id": len(segments),
+                "start": round(t, 2),
+                "end": round(t + dur, 2),
+                "text": text,
+                "speaker": turn["speaker"],
+            }
+        )
+        t += dur
+    return segments, starts
+
+
+def reference_boundaries(meeting: dict, starts: dict, end_s: float) -> list[float]:
+    """Start times of the human topics after the first (inside the scored span)."""
+    firsts = sorted(min(a for a, _ in t["spans"]) for t in meeting["topics"])
+    return [starts[i] for i in firsts[1:] if i in starts and 0 < starts[i] < end_s]
+
+
+def boundary_f1(ref: list[float], hyp: list[float], tol: float = TOLERANCE_S) -> float:
+    """One-to-one matching within ``tol`` seconds, greedy by distance."""
+    if not ref and not hyp:
+        return 1.0
+    pairs = sorted((abs(r - h), i, j) for i, r in enumerate(ref) for j, h in enumerate(hyp))
+    used_r, used_h, hits = set(), set(), 0
+    for d, i, j in pairs:
+        if d <= tol and i not in used_r and j not in used_h:
+            used_r.add(i)
+            used_h.add(j)
+            hits += 1
+    if not hits:
+        return 0.0
+    p, r = hits / len(hyp), hits / len(ref)
+    return 2 * p * r / (p + r)
+
+
+def _words(text: str) -> list[str]:
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+def is_verbatim(point: str, lines: list[list[str]]) -> bool:
+    """Most of the point's words are one contiguous run of a single transcript line."""
+    words = _words(point)
+    if not words:
+        return False
+    for line in lines:
+        m = difflib.SequenceMatcher(None, words, line, autojunk=False)
+        if m.find_longest_match(0, len(words), 0, len(line)).size >= VERBATIM_SHARE * len(words):
+            return True
+    return False
+
+
+def rouge(reference: str, candidate: str) -> dict:
+    """ROUGE-1/2/L F1 x100 (Porter stemming), and Lsum over sentences split on '.'."""
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1", "rouge2", "rougeL", "rougeLsum"], use_stemmer=True)
+    nl = lambda t: "\n".join(s.strip() for s in re.split(r"(?<=[.!?])\s+", t) if s.strip())  # noqa: E731
+    s = scorer.score(nl(reference), nl(candidate))
+    return {k: round(100 * v.fmeasure, 2) for k, v in s.items()}
+
+
+def output_text(summary) -> str:
+    """What a reader gets: the summary, then key points and action items as sentences."""
+    items = [summary.summary, *summary.key_points, *summary.action_items]
+    return " ".join(i.strip().rstrip(".") + "." for i in items if i and i.strip())
+
+
+def previous_package() -> str:
+    """git HEAD's ``app/llm`` (minus the engines) as a temporary package; its name."""
+    root = Path(tempfile.mkdtemp(prefix="aipp_prev_"))
+    pkg = root / "prev_llm"
+    pkg.mkdir()
+    names = subprocess.run(
+        ["git", "ls-tree", "--name-only", "HEAD", "app/llm/"],
+        cwd=REPO,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    for name in names:
+        if not name.endswith(".py") or name.endswith("engines.py"):
+            continue
+        src = subprocess.run(
+            ["git", "show", f"HEAD:{name}"], cwd=REPO, check=True, capture_output=True, text=True
+        ).stdout
+        src = re.sub(r"\bapp\.llm\.engines\b", "app_llm_engines_", src)
+        src = src.replace("from app.llm import", "from prev_llm import")
+        src = src.replace("from app.llm.", "from prev_llm.")
+        src = src.replace("app_llm_engines_", "app.llm.engines")
+        (pkg / Path(name).name).write_text(src)
+    sys.path.insert(0, str(root))
+    return "prev_llm"
+
+
+def summarizer(which: str, max_tokens: int, model: str | None):
+    from app.core.model_assets import resolve_llm_model
+    from app.core.settings import Settings
+    from app.llm.engines import LlamaCppEngine
+
+    settings = Settings()
+    engine = LlamaCppEngine(
+        resolve_llm_model("llama_cpp", model or settings.llm_model, settings.cache_dir),
+        settings.llm_context_tokens,
+        settings.llm_threads,
+    )
+    pkg = previous_package() if which == "previous" else "app.llm"
+    module = importlib.import_module(f"{pkg}.summarize")
+    return module.TranscriptSummarizer(engine, max_output_tokens=max_tokens)
+
+
+def score(meeting: dict, segments: list[dict], starts: dict, summary, seconds: float) -> dict:
+    end_s = segments[-1]["end"]
+    text = output_text(summary)
+    lines = [_words(s["text"]) for s in segments]
+    points = list(summary.key_points)
+    chapters = list(getattr(summary, "chapters", None) or [])
+    hyp = [c.start for c in chapters[1:] if c.start is not None]
+    ref = reference_boundaries(meeting, starts, end_s)
+    return {
+        **rouge(meeting["reference_summary"], text),
+        "boundary_f1": round(boundary_f1(ref, hyp), 3),
+        "chapters": len(chapters),
+        "ref_boundaries": len(ref),
+        "titles": [c.title for c in chapters],
+        "key_points": len(points),
+        "verbatim_points": sum(is_verbatim(p, lines) for p in points),
+        "words": len(text.split()),
+        "method": getattr(summary, "method", "llm"),
+        "seconds": round(seconds, 1),
+        "text": text,
+    }
+
+
+def first_n(meeting: dict, segments: list[dict], n: int) -> dict:
+    words = " ".join(s["text"] for s in segments).split()[:n]
+    return {**rouge(meeting["reference_summary"], " ".join(words)), "words": len(words)}
+
+
+def mean(rows: list[dict], key: str) -> float | None:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return round(sum(vals) / len(vals), 3) if vals else None
+
+
+def summarize_rows(rows: list[dict]) -> dict:
+    out = {
+        k: mean(rows, k)
+        for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "boundary_f1", "seconds", "words")
+    }
+    points = sum(r.get("key_points", 0) for r in rows)
+    if points:
+        out["verbatim_share"] = round(sum(r["verbatim_points"] for r in rows) / points, 3)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--split", default="val", choices=["train", "val"])
+    parser.add_argument("--meetings", default="", help="comma-separated ids (default: all)")
+    parser.add_argument("--systems", default="previous,current")
+    parser.add_argument("--max-minutes", type=float, default=None, help="truncate meetings")
+    parser.add_argument("--max-tokens", type=int, default=512)
+    parser.add_argument("--model", default=None, help="LLM model name (default: settings)")
+    parser.add_argument("--json", help="write the figures here")
+    args = parser.parse_args()
+    meetings = load(args.split, [m for m in args.meetings.split(",") if m])
+    systems = [s for s in args.systems.split(",") if s]
+    rows: dict[str, list[dict]] = {s: [] for s in ["first_n", *systems]}
+    for which in systems:
+        summ = summarizer(which, args.max_tokens, args.model)
+        for m in meetings:
+            segments, starts = timed_segments(m, args.max_minutes)
+            text = " ".join(s["text"] for s in segments)
+            t0, c0 = time.perf_counter(), time.process_time()
+            out = summ.summarize(text, segments=segments, duration_s=segments[-1]["end"])
+            row = {
+                "id": m["id"],
+                "minutes": round(segments[-1]["end"] / 60, 1),
+                **score(m, segments, starts, out.summary, time.perf_counter() - t0),
+                "cpu_seconds": round(time.process_time() - c0, 1),  # fairer on a shared box
+                "llm_calls": getattr(out, "chunks", None),
+                "retries": getattr(out, "retries", None),
+                "prompt_tokens": getattr(out, "prompt_tokens", None),
+                "completion_tokens": getattr(out, "completion_tokens", None),
+            }
+            rows[which].append(row)
+            print(json.dumps({which: row}), flush=True)
+    length_from = "current" if "current" in rows else systems[-1] if systems else None
+    for m in meetings:
+        segments, _ = timed_segments(m, args.max_minutes)
+        ref_n = len(m["reference_summary"].split())
+        n = next((r["words"] for r in rows.get(length_from, []) if r["id"] == m["id"]), ref_n)
+        rows["first_n"].append({"id": m["id"], **first_n(m, segments, n)})
+    report = {
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "split": args.split,
+        "meetings": [m["id"] for m in meetings],
+        "max_minutes": args.max_minutes,
+        "means": {s: summarize_rows(r) for s, r in rows.items()},
+        "rows": rows,
+    }
+    print(json.dumps(report["means"], indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=1))
+
+
+if __name__ == "__main__":
+    main()
