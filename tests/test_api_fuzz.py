@@ -31,9 +31,8 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from app.core.settings import Settings
 from app.tasks.door import TaskDoor
-from app.tasks.model_ids import ModelRegistry
+from tests.app_fixtures import keyed_app
 from tests.conftest import DATA
 
 EXAMPLES = int(os.environ.get("AIPP_FUZZ_EXAMPLES", "250"))
@@ -422,32 +421,12 @@ class FuzzedApp:
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def fuzzed(request, tmp_path_factory):
-    from app.api.main import create_app
-    from app.storage.sql.keys import create_key
-    from app.tasks.pipeline import Pipeline
-    from tests.servers import create_database
-
-    database_url = None
-    if request.param == "postgres":
-        server = request.getfixturevalue("postgres_server_url")
-        template = request.getfixturevalue("postgres_template")
-        database_url = create_database(server, template=template)
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("data"),
-        database_url=database_url,
-        redis_url=None,
-        auth="on",
-        max_upload_mb=1,
-    )
     models = ModelsStandIn()
-    # ttl_s=0: the stand-in is asked every time, so flipping it takes effect at once.
-    door = TaskDoor.from_settings(settings, ModelRegistry(models, ttl_s=0))
-    key, _ = create_key(door.services.engine, "fuzz")
-    tenant = door.tenants.authenticate_key(key)[0]
-    api = create_app(Pipeline(None, None), door)
-    with TestClient(api, base_url="http://127.0.0.1:8000") as c:
-        yield FuzzedApp(c, door, key, tenant.id, models)
-    door.services.engine.dispose()
+    # ttl 0: the stand-in is asked every time, so flipping it takes effect at once.
+    with keyed_app(
+        request, tmp_path_factory, models, tenant="fuzz", models_ttl_s=0, max_upload_mb=1
+    ) as app:
+        yield FuzzedApp(app.client, app.door, app.key, app.tenant_id, models)
 
 
 def _deliberate(resp) -> bool:

@@ -28,6 +28,7 @@ from app.core.safe_text import check_storable, multi_line, one_line, safe_filena
 from app.core.settings import Settings
 from app.tasks.door import TaskDoor
 from app.tasks.model_ids import ModelRegistry
+from tests.app_fixtures import keyed_app
 from tests.conftest import DATA
 
 #: Characters that must never reach a document: ESC, BEL, NUL, RLO (and the other bidi
@@ -88,29 +89,10 @@ class App:
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def app(request, tmp_path_factory):
     """The real app on a fresh SQLite file or a fresh PostgreSQL database (keys on)."""
-    from app.api.main import create_app
-    from app.storage.sql.keys import create_key
-    from app.tasks.pipeline import Pipeline
-    from tests.servers import create_database
-
-    database_url = None
-    if request.param == "postgres":
-        server = request.getfixturevalue("postgres_server_url")
-        template = request.getfixturevalue("postgres_template")
-        database_url = create_database(server, template=template)
-    settings = Settings(
-        data_dir=tmp_path_factory.mktemp("data"),
-        database_url=database_url,
-        redis_url=None,
-        auth="on",
-        url_allow=["127.0.0.1"],
-    )
-    door = TaskDoor.from_settings(settings, ModelRegistry(served_models))
-    key, _ = create_key(door.services.engine, "decoding")
-    tenant = door.tenants.authenticate_key(key)[0]
-    with TestClient(create_app(Pipeline(None, None), door), base_url="http://127.0.0.1:8000") as c:
-        yield App(c, door, key, tenant.id)
-    door.services.engine.dispose()
+    with keyed_app(
+        request, tmp_path_factory, served_models, tenant="decoding", url_allow=["127.0.0.1"]
+    ) as keyed:
+        yield App(keyed.client, keyed.door, keyed.key, keyed.tenant_id)
 
 
 def _cursor(value: Any) -> str:

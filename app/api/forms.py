@@ -64,12 +64,13 @@ def request_body(model: type[BaseModel], *, json_body: bool) -> dict[str, Any]:
     return {"requestBody": {"content": content, "required": True}}
 
 
-def _validate(model: type[BaseModel], fields: dict[str, Any]) -> Any:
+def validate_body(model: type[BaseModel], fields: dict[str, Any], *, what: str = "request") -> Any:
+    """The body as ``model``, or a 422 ``invalid_request`` that names the first bad field."""
     try:
         return model.model_validate(fields)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or "request"
+        field = ".".join(str(p) for p in first.get("loc", ())) or what
         raise APIError(
             422, "invalid_request", f"{field}: {first.get('msg')}", extra={"field": field}
         ) from None
@@ -95,7 +96,7 @@ async def parse_options(
             for k, v in form.items()
             if k not in UPLOAD_FIELDS and k not in NOT_FROM_CALLERS and isinstance(v, str) and v
         }
-        options = _validate(model, fields)
+        options = validate_body(model, fields)
         return options, Uploads(_upload(form, FILE_FIELD), _upload(form, TRANSCRIPT_FIELD))
     if json_body and ctype.startswith("application/json"):
         try:
@@ -106,7 +107,7 @@ async def parse_options(
         if not isinstance(body, dict):
             raise APIError(422, "invalid_request", "the JSON body must be an object")
         fields = {k: v for k, v in body.items() if k not in NOT_FROM_CALLERS}
-        return _validate(model, fields), Uploads()
+        return validate_body(model, fields), Uploads()
     if json_body:
         message = "use multipart/form-data with a 'file', or application/json with 'audio_url'"
     else:
@@ -114,4 +115,11 @@ async def parse_options(
     raise APIError(415, "unsupported_content_type", message)
 
 
-__all__ = ["FILE_FIELD", "TRANSCRIPT_FIELD", "Uploads", "parse_options", "request_body"]
+__all__ = [
+    "FILE_FIELD",
+    "TRANSCRIPT_FIELD",
+    "Uploads",
+    "parse_options",
+    "request_body",
+    "validate_body",
+]

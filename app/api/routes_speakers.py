@@ -12,10 +12,11 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field
 
 from app.api.deps import CallerDep, DoorDep
 from app.api.errors import APIError
+from app.api.forms import validate_body
 from app.core.safe_text import one_line
 from app.core.schemas import Summary, Transcript
 from app.core.task_vocabulary import TaskStatus
@@ -88,14 +89,7 @@ def _rerender(result: dict[str, Any], names: dict[str, str | None]) -> dict[str,
 async def rename_speakers(
     task_id: str, body: dict[str, Any], caller: CallerDep, door: DoorDep
 ) -> TaskView:
-    try:
-        req = SpeakerNames.model_validate(body)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(p) for p in first.get("loc", ())) or "body"
-        raise APIError(
-            422, "invalid_request", f"{field}: {first.get('msg')}", extra={"field": field}
-        ) from None
+    req = validate_body(SpeakerNames, body, what="body")
     names: dict[str, str | None] = {}
     for speaker, raw in req.names.items():
         name = one_line(raw or "")
