@@ -22,6 +22,7 @@ import os
 import shutil
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -144,6 +145,9 @@ def test_placement_and_losing_a_spot_node_mid_task(tmp_path, monkeypatch):
     temp_dir = Path(f"/tmp/amn-{os.getpid()}")  # short: Ray's unix socket paths are limited
     dash_port = free_port()
     common = {"node_ip_address": "127.0.0.1", "temp_dir": str(temp_dir)}
+    # Cluster records the head's address under the process temp dir's ray/ (not the
+    # node's temp_dir); a fresh TMPDIR, as in CI, does not have that folder yet.
+    (Path(tempfile.gettempdir()) / "ray").mkdir(parents=True, exist_ok=True)
     cluster = Cluster()
     add_node(  # the head doubles as the CPU group (KubeRay's head has num-cpus 0)
         cluster,
