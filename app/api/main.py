@@ -20,6 +20,7 @@ def create_app(pipeline: Pipeline, door: TaskDoor) -> FastAPI:
     """``pipeline``: the model deployments (synchronous OpenAI routes); ``door``: tasks."""
     from app.api import docs_pages, openai, routes_core, routes_speakers, routes_tasks
     from app.api.console import router as console_router
+    from app.api.realtime import router as realtime_router
     from app.api.routes_planner import page_router as planner_page
     from app.api.routes_planner import router as planner_router
 
@@ -52,6 +53,8 @@ def create_app(pipeline: Pipeline, door: TaskDoor) -> FastAPI:
     api.include_router(routes_tasks.router)
     api.include_router(routes_speakers.router)
     api.include_router(openai.router)
+    # WebSocket: authenticated by the route itself (the HTTP guard sees only HTTP).
+    api.include_router(realtime_router)
     # Keys on means keys everywhere, the planner's API included, unless the operator opens
     # it (AIPP_OPEN_ROUTES); its page holds no data and stays public.
     planner_open = "/v1/plan" in door.settings.open_routes

@@ -83,7 +83,7 @@ def _check_ct2_dir(path: Path, setting: str) -> None:
 
 def _join_parts(parts: list[Path], model_bin: Path) -> None:
     """Concatenate split weights into ``model_bin``, atomically (never a half file)."""
-    tmp = model_bin.with_suffix(".tmp")
+    tmp = model_bin.with_suffix(f".tmp{os.getpid()}")  # two replicas may assemble at once
     with tmp.open("wb") as out:
         for part in parts:
             with part.open("rb") as src:

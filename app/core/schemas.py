@@ -11,6 +11,9 @@ class Word(BaseModel):
     word: str
     probability: float | None = None
     speaker: str | None = Field(None, description="Set when diarized and words were asked for.")
+    speakers: list[str] | None = Field(
+        None, description="When diarized and two people talk over this word: both, main first."
+    )
 
 
 class Segment(BaseModel):
@@ -19,6 +22,9 @@ class Segment(BaseModel):
     end: float
     text: str
     speaker: str | None = Field(None, description="Speaker id (or name), when diarized.")
+    speakers: list[str] | None = Field(
+        None, description="When diarized and two people talk over the segment: both, main first."
+    )
     words: list[Word] | None = None
     # Decoder statistics, as OpenAI's verbose_json reports them.
     seek: int | None = None
@@ -37,19 +43,58 @@ class SpeakerTurn(BaseModel):
     speaker: str
 
 
+class SpeakerCount(BaseModel):
+    """The diarizer's estimate of how many people speak, and how sure it is."""
+
+    count: int = Field(description="Speakers found.")
+    confidence: float | None = Field(
+        None, ge=0, le=1, description="1: one count stands out; 0: two counts tie; None: unknown."
+    )
+    method: str = Field(description="`eigengap`, `bounded` (min/max given), `channels`, ...")
+    overlap_s: float = Field(0.0, description="Seconds where two speakers talk at once.")
+
+
 class SpeakerInfo(BaseModel):
     id: str = Field(description="Stable label from the diarizer, e.g. `speaker_1`.")
     name: str | None = Field(None, description="Set by PATCH /v1/tasks/{id}/speakers.")
     speaking_s: float = Field(description="Total speaking time in seconds.")
 
 
+class LanguageWindow(BaseModel):
+    """One stretch of speech whose language was detected on its own."""
+
+    start: float = Field(description="Seconds from the start of the audio.")
+    language: str
+    probability: float
+
+
+class LanguageDetection(BaseModel):
+    """How the transcript's language was found and which model it was routed to."""
+
+    method: str = Field(
+        description="`forced` (the caller named it), `checked` (the English model's "
+        "transcript was confident throughout: English, no detection pass), `detected` (a "
+        "multilingual model listened to windows of speech: the first seconds, or where the "
+        "English model was unsure), or `model` (no speech to listen to)."
+    )
+    languages: list[str] = Field(description="Every language heard, most speech first.")
+    windows: list[LanguageWindow] = Field(default_factory=list)
+    allowed: list[str] | None = Field(None, description="The caller's expected languages.")
+    model: str = Field(description="The Whisper model that wrote the transcript.")
+    detect_s: float = Field(0.0, description="Seconds spent detecting.")
+
+
 class Transcript(BaseModel):
     text: str
     language: str
     language_probability: float | None = None
+    detection: LanguageDetection | None = Field(
+        None, description="Set when the service routes between Whisper models by language."
+    )
     duration_s: float
     segments: list[Segment]
     speakers: list[SpeakerInfo] | None = Field(None, description="Set when diarized.")
+    speaker_count: SpeakerCount | None = Field(None, description="Set when diarized.")
     turns: list[SpeakerTurn] | None = Field(
         None, description="Diarizer turns, kept so speakers can be renamed without re-running it."
     )
@@ -94,12 +139,35 @@ class Summary(BaseModel):
         "`extractive_fallback` (central transcript sentences: the LLM output failed twice) "
         "or `none` (no speech).",
     )
+    language: str | None = Field(
+        None,
+        description="ISO-639-1 code of the summary's language, when it is not English or "
+        "was asked for (`summary_language`); evidence quotes stay in the spoken language.",
+    )
+
+
+class Redaction(BaseModel):
+    """What PII redaction did to a result (``redact_pii``); never the values it removed."""
+
+    mode: str = Field(description="`label`, `mask` or `pseudonym`.")
+    entities: list[str] = Field(description="The policy: the entity types redacted.")
+    found: dict[str, int] = Field(default_factory=dict, description="Replacements per entity type.")
+    audio_spans: list[tuple[float, float]] = Field(
+        default_factory=list, description="Seconds of audio that held redacted words."
+    )
+    audio: str | None = Field(
+        None,
+        description="`tone` when a redacted audio copy replaces the stored audio (GET "
+        "/v1/tasks/{id}/audio serves it).",
+    )
+    original_kept: bool = Field(False, description="With audio: the original is kept too.")
 
 
 class Timings(BaseModel):
     decode_s: float = 0.0
     transcribe_s: float = 0.0
     summarize_s: float = 0.0
+    redact_s: float = Field(0.0, description="Finding and replacing personal data.")
     diarize_s: float = Field(0.0, description="In parallel with transcribe_s.")
     total_s: float = 0.0
 
@@ -112,9 +180,13 @@ class ModelIds(BaseModel):
 
 class SummarizeResult(BaseModel):
     transcript: Transcript
+    translation: Transcript | None = Field(
+        None, description="The speech in English (`translate_to=en`), beside the original."
+    )
     summary: Summary
     models: ModelIds
     timings: Timings
+    redaction: Redaction | None = Field(None, description="Set when redact_pii was asked for.")
 
 
 class TranscribeOutput(BaseModel):
@@ -135,6 +207,7 @@ class DiarizeOutput(BaseModel):
     decode_s: float = 0.0
     diarize_s: float = 0.0
     model: str = ""
+    speaker_count: SpeakerCount | None = None
 
 
 class SummarizeOutput(BaseModel):

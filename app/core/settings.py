@@ -31,6 +31,26 @@ class Settings(BaseSettings):
         description="Whisper model: `bundled:tiny.en`, `bundled:base`, a local CTranslate2 "
         "directory, or a hub id such as `Systran/faster-whisper-small`.",
     )
+    stt_multilingual_model: str = Field(
+        "bundled:base",
+        description="Whisper model for every language but English, and for translation: "
+        "the language is detected on it and English goes to `stt_model`. Empty: no "
+        "detection or routing (`stt_model` transcribes everything).",
+    )
+    stt_language_windows: int = Field(
+        3,
+        ge=1,
+        le=20,
+        description="Most 30 s windows of speech language detection listens to (the first, "
+        "then spread over the rest, to notice a change of language); each costs one pass "
+        "of the multilingual model's encoder.",
+    )
+    stt_language_detection: Literal["english_first", "always"] = Field(
+        "english_first",
+        description="`english_first`: the English model transcribes first and the "
+        "multilingual one listens only where that transcript is in doubt (English costs "
+        "nothing extra); `always`: detect on the multilingual model before transcribing.",
+    )
     stt_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="Where Whisper runs; `auto` uses a GPU when one is visible."
     )
@@ -157,6 +177,28 @@ class Settings(BaseSettings):
         ge=1,
         le=100_000,
         description="Live event streams one Ingress replica holds open in all; past it, 429.",
+    )
+    realtime_max_sessions: int = Field(
+        4,
+        ge=1,
+        le=1000,
+        description="Live transcription WebSocket sessions (/v1/realtime) one Ingress replica "
+        "holds; past it a client gets an `error` event and the socket closes (1013).",
+    )
+    realtime_idle_timeout_s: float = Field(
+        30.0, gt=0, description="A realtime session with no client message this long is closed."
+    )
+    realtime_max_frame_kb: int = Field(
+        1024, ge=1, description="Largest realtime client message (KiB); bigger ones close (1009)."
+    )
+    realtime_max_utterance_s: float = Field(
+        15.0,
+        ge=2,
+        le=30,
+        description="A realtime utterance is cut here even without a pause (bounds the buffer).",
+    )
+    realtime_decode_interval_s: float = Field(
+        1.0, gt=0, description="Audio between two re-decodes of a realtime utterance's tail."
     )
     cache_enabled: bool = Field(
         True, description="Answer repeated audio+options from the Redis result cache."

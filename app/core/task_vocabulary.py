@@ -17,11 +17,13 @@ edit here.
 from __future__ import annotations
 
 from enum import StrEnum
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from app.core.languages import language_code, language_codes
+from app.core.pii_terms import ALL_ENTITIES, MASK, PiiEntity, RedactMode, parse_policy
 from app.core.safe_text import check_storable, multi_line
 
 # --- Statuses -------------------------------------------------------------------
@@ -56,6 +58,7 @@ class TaskSource(StrEnum):
     API = "api"  # POST /v1/tasks: queued, processed by a worker
     BATCH = "batch"  # written by a Ray Data batch job, born finished
     SYNC = "sync"  # the synchronous endpoint, recorded after the fact
+    LIVE = "live"  # a realtime WebSocket session's audio, queued when the session ends
 
 
 class InputKind(StrEnum):
@@ -86,14 +89,58 @@ class ProcessingOptions(BaseModel):
         pattern=r"^[a-zA-Z-]+$",
         description="ISO-639-1 code; detected when omitted.",
     )
+    languages: list[str] | None = Field(
+        None,
+        max_length=20,
+        description="Expected languages (ISO-639-1 codes, comma-separated in a form, e.g. "
+        "`de,fr`): detection picks among these only.",
+    )
+    translate_to: Literal["en"] | None = Field(
+        None, description="`en`: an English translation beside the original transcript."
+    )
+    summary_language: str | None = Field(
+        None,
+        max_length=20,
+        description="ISO-639-1 code (or English name) of the summary's language; default the "
+        "transcript's. Evidence quotes stay in the spoken language.",
+    )
     instruction: str | None = Field(
         None, max_length=2000, description="Extra summary instruction, e.g. 'focus on decisions'."
     )
-    diarize: bool = Field(False, description="Label who spoke when (speakers[], segment speaker).")
+    diarize: bool = Field(
+        False,
+        description="Label who spoke when (speakers[], segment speaker; transcript."
+        "speaker_count: the estimate, its confidence and the overlapped seconds).",
+    )
     min_speakers: int | None = Field(None, ge=1, le=20, description="With diarize: at least.")
     max_speakers: int | None = Field(None, ge=1, le=20, description="With diarize: at most.")
     word_speakers: bool = Field(
         False, description="With diarize: keep word timestamps, each with its speaker."
+    )
+    redact_pii: bool = Field(
+        False,
+        description="Redact personal data from the transcript, words, subtitles, summary "
+        "and evidence before anything is stored, cached, indexed or sent.",
+    )
+    redact_policy: str | None = Field(
+        None,
+        max_length=200,
+        description="With redact_pii: comma-separated entities to redact (default all): "
+        + ", ".join(e.value for e in PiiEntity)
+        + ".",
+    )
+    redact_mode: RedactMode = Field(
+        RedactMode.LABEL,
+        description="With redact_pii: `label` ([PHONE_NUMBER]), `mask` (a fixed "
+        f"{MASK}) or `pseudonym` ([PERSON_1], the same person the same all through).",
+    )
+    redact_audio: bool = Field(
+        False,
+        description="With redact_pii: keep a copy of the audio with the redacted words "
+        "replaced by a tone; the original is deleted unless redact_keep_original.",
+    )
+    redact_keep_original: bool = Field(
+        False, description="With redact_audio: keep the unredacted original audio too."
     )
     #: Set by the task layer from the input's kind, never by a caller (not in the API's
     #: schemas); a transcript skips speech to text.
@@ -107,6 +154,30 @@ class ProcessingOptions(BaseModel):
         if value is None:
             return None
         return multi_line(check_storable(value)) or None
+
+    @field_validator("redact_policy")
+    @classmethod
+    def _canonical_policy(cls, value: str | None) -> str | None:
+        # One spelling per policy, so the cache key does not depend on order or case.
+        if value is None or not value.strip():
+            return None
+        entities = parse_policy(value)
+        return None if entities == ALL_ENTITIES else ",".join(entities)
+
+    @field_validator("languages", mode="before")
+    @classmethod
+    def _language_list(cls, value: Any) -> list[str] | None:
+        return language_codes(value)
+
+    @field_validator("language", "summary_language")
+    @classmethod
+    def _summary_language(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        code = language_code(value)
+        if code is None:
+            raise ValueError(f"'{value}' is not a language Whisper knows; use ISO-639-1 codes")
+        return code
 
     @model_validator(mode="after")
     def _speaker_bounds(self) -> ProcessingOptions:

@@ -24,6 +24,7 @@ from app.llm.grounding import (
     content_words,
     has_commitment,
     normalize,
+    stem,
     supports,
 )
 from app.llm.prompts import GROUNDED_SYSTEM_PROMPT, MAX_POINTS, time_span
@@ -147,9 +148,9 @@ def ground_answer(
     ``lines``: the numbered lines the model saw; its items cite them by ``line``. An item
     that quotes instead (``quote``) is grounded on the quote.
     """
-    part = Part(
-        summary=trim_summary(str(data.get("summary") or "")), title=str(data.get("title") or "")
-    )
+    summary, unsupported = supported_sentences(trim_summary(str(data.get("summary") or "")), index)
+    stats.dropped += unsupported
+    part = Part(summary=summary, title=str(data.get("title") or ""))
     by_number = {x.n: x for x in lines or []}
     for kind, label in (("key_points", "point"), ("action_items", "task")):
         items = data.get(kind)
@@ -287,6 +288,28 @@ def trim_summary(text: str, max_sentences: int = 5) -> str:
         if len(kept) == max_sentences:
             break
     return " ".join(kept)
+
+
+MIN_SENTENCE_SUPPORT = 0.34  # share of a sentence's content words that someone said
+
+
+def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
+    """Drop the summary's sentences whose topic words were mostly never said.
+
+    Seen from the 0.5B model on an 11-second clip: a right first sentence, then "This is a
+    common topic in discussions about global issues.", none of whose words were spoken.
+    Returns the kept text and how many sentences went.
+    """
+    said = {stem(w) for w in index.vocabulary}
+    kept: list[str] = []
+    dropped = 0
+    for sentence in (x.strip() for x in SENTENCE_END.split(text.strip()) if x.strip()):
+        words = content_words(sentence)
+        if len(words) >= 3 and len(words & said) < MIN_SENTENCE_SUPPORT * len(words):
+            dropped += 1
+            continue
+        kept.append(sentence)
+    return " ".join(kept), dropped
 
 
 # -- merging items ------------------------------------------------------------------------

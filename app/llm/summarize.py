@@ -139,6 +139,7 @@ _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 MAX_MERGED_POINTS = 8
 MAX_MERGED_ACTIONS = 10
 RETRY_TEMPERATURE = 0.7
+SHORT_LINES = 2  # a transcript this short needs no key points of its own
 
 
 class TranscriptSummarizer:
@@ -252,7 +253,8 @@ class TranscriptSummarizer:
         found = checks.problems(
             part.summary, [p.text for p in part.points], [a.text for a in part.actions], index
         )
-        if proposed and not part.points and not part.copied:
+        # A clip of a line or two has no points beyond its lines: the summary says it.
+        if proposed and not part.points and not part.copied and len(numbered) > SHORT_LINES:
             found.append("ungrounded_points")
         return part, found
 

@@ -3,8 +3,8 @@
 A small frame-based implementation instead of ``pyannote.metrics`` (which would pull
 pyannote.core, pandas and sympy into the image for one number). Frames of 10 ms;
 a ``collar`` (seconds) around every reference turn boundary is not scored, as in
-md-eval's ``-c``; overlapped speech is scored. Hypothesis labels are mapped to
-reference labels one-to-one to maximise agreement (Hungarian assignment).
+md-eval's ``-c``; overlapped speech is scored unless ``skip_overlap``. Hypothesis
+labels are mapped to reference labels one-to-one to maximise agreement (Hungarian assignment).
 
     DER = (missed speech + false alarm + speaker confusion) / total reference speech
 """
@@ -71,8 +71,17 @@ def _activity(turns: list[Turn], labels: list[str], n: int) -> np.ndarray:
     return act
 
 
-def der(reference: list[Turn], hypothesis: list[Turn], collar: float = 0.25) -> DERResult:
-    """Score ``hypothesis`` against ``reference`` (both lists of (start, end, label))."""
+def der(
+    reference: list[Turn],
+    hypothesis: list[Turn],
+    collar: float = 0.25,
+    skip_overlap: bool = False,
+) -> DERResult:
+    """Score ``hypothesis`` against ``reference`` (both lists of (start, end, label)).
+
+    ``skip_overlap``: leave out the frames where the reference has two or more
+    speakers (md-eval's ``-1``), the "DER without overlap" papers also report.
+    """
     from scipy.optimize import linear_sum_assignment
 
     end = max([e for _, e, _ in reference] + [e for _, e, _ in hypothesis] + [0.0])
@@ -88,6 +97,8 @@ def der(reference: list[Turn], hypothesis: list[Turn], collar: float = 0.25) -> 
         for s, e, _ in reference:
             for edge in (int(round(s / STEP)), int(round(e / STEP))):
                 scored[max(edge - c, 0) : min(edge + c, n)] = False
+    if skip_overlap:
+        scored &= ref.sum(axis=0) < 2
     ref, hyp = ref[:, scored], hyp[:, scored]
 
     mapping: dict[str, str] = {}

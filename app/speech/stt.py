@@ -37,6 +37,12 @@ class SttOptions:
     temperature: float | None = None
     word_timestamps: bool = False
     extra: dict = field(default_factory=dict)
+    #: Detection picks among these only (ISO-639-1 codes); None: any language.
+    languages: list[str] | None = None
+    #: ``translate``: Whisper's speech-to-English task (multilingual models only).
+    task: str = "transcribe"
+    #: Detect the language per 30 s window (code-switching) instead of once.
+    multilingual: bool = False
 
 
 class SpeechToText:
@@ -126,6 +132,8 @@ class SpeechToText:
             initial_prompt=opts.initial_prompt,
             word_timestamps=opts.word_timestamps,
             condition_on_previous_text=False,
+            task=opts.task if self.multilingual else "transcribe",
+            multilingual=opts.multilingual and self.multilingual,
         )
         if opts.temperature is not None:
             kwargs["temperature"] = opts.temperature
@@ -206,6 +214,8 @@ class SpeechToText:
                 word_timestamps=opts.word_timestamps,
                 clip_timestamps=clips,
                 batch_size=self.batch_size,
+                task=opts.task if self.multilingual else "transcribe",
+                multilingual=opts.multilingual and self.multilingual,
             )
             if opts.temperature is not None:
                 kwargs["temperature"] = opts.temperature
@@ -279,6 +289,15 @@ class _NoSpeech:
 
     language: str
     language_probability: float = 1.0
+
+
+def speech_spans(pcm: np.ndarray, window_s: float = 30.0) -> list[tuple[int, int]]:
+    """A recording's speech, as sample spans of at most ``window_s`` cut at pauses
+    (the spans the batched pipeline decodes; streamed transcriptions decode them in turn)."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    vad = VadOptions(max_speech_duration_s=window_s, min_silence_duration_ms=160)
+    return _windows(get_speech_timestamps(pcm, vad), int(window_s * SAMPLE_RATE))
 
 
 def _windows(regions: list[dict], window: int) -> list[tuple[int, int]]:

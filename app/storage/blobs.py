@@ -76,6 +76,10 @@ class BlobStore:
             raise ValueError("a blob namespace is 1-64 letters, digits, '_' or '-'")
         return f"{self.root}/{namespace}/{sha256[:2]}/{sha256[2:4]}/{sha256}"
 
+    def uri_of(self, sha256: str, namespace: str | None = None) -> str:
+        """The URI :meth:`put` returns for content with this hash."""
+        return self.fs.unstrip_protocol(self.path_for(sha256, namespace))
+
     def _path_from_uri(self, uri: str) -> str:
         """The path of ``uri``, which must be a blob URI of *this* store."""
         path = self.fs._strip_protocol(uri)

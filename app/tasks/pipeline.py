@@ -23,13 +23,22 @@ from ray.serve.handle import DeploymentHandle
 from app.core.schemas import (
     DiarizeOutput,
     ModelIds,
+    Redaction,
     SummarizeOutput,
     SummarizeResult,
+    Summary,
     Timings,
     TranscribeOutput,
     Transcript,
 )
 from app.core.task_vocabulary import ProcessingOptions, TaskStatus
+from app.llm.summary_language import (
+    translated,
+    translation_messages,
+    translation_schema,
+    with_instruction,
+)
+from app.privacy.redact import redact_summary, redact_transcript, redactor_for, report
 from app.speech.audio import AudioError
 from app.speech.diarize import DiarizeOptions, assign_speakers, display_names, speaker_text
 from app.speech.engines import TranscribeProgress
@@ -208,7 +217,12 @@ class Pipeline:
         t0 = time.perf_counter()
         if on_stage is not None:
             await on_stage(TaskStatus.TRANSCRIBING)
-        stt_opts = SttOptions(language=options.language)
+        # Redacting the audio needs each redacted word's time.
+        stt_opts = SttOptions(
+            language=options.language,
+            languages=options.languages,
+            word_timestamps=options.redact_audio,
+        )
         bounds = options.diarize_options()
         diar: DiarizeOutput | None = None
         if bounds is not None:
@@ -224,9 +238,38 @@ class Pipeline:
         else:
             stt = await self.transcribe(audio, stt_opts, task_id=task_id, on_progress=on_progress)
             transcript = stt.transcript
+        translation = await self.translation(audio, transcript, options, task_id=task_id)
         return await self.summarize_transcript(
-            transcript, options, on_stage=on_stage, task_id=task_id, stt=stt, diar=diar, t0=t0
+            transcript,
+            options,
+            on_stage=on_stage,
+            task_id=task_id,
+            stt=stt,
+            diar=diar,
+            t0=t0,
+            translation=translation,
         )
+
+    async def translation(
+        self,
+        audio: bytes,
+        transcript: Transcript,
+        options: ProcessingOptions,
+        *,
+        task_id: str | None = None,
+    ) -> Transcript | None:
+        """``translate_to=en``: the speech in English (Whisper's translate task on the
+        multilingual model); English speech is its own translation (no second pass)."""
+        if options.translate_to != "en":
+            return None
+        spoken = transcript.detection.languages if transcript.detection else [transcript.language]
+        if spoken == ["en"]:
+            return transcript.model_copy(
+                update={"speakers": None, "turns": None, "speaker_count": None}
+            )
+        opts = SttOptions(language=options.language, languages=options.languages, task="translate")
+        out = await self.transcribe(audio, opts, task_id=task_id)
+        return out.transcript
 
     async def summarize_transcript(
         self,
@@ -238,16 +281,37 @@ class Pipeline:
         stt: TranscribeOutput | None = None,
         diar: DiarizeOutput | None = None,
         t0: float | None = None,
+        translation: Transcript | None = None,
     ) -> SummarizeResult:
         """Summarize a transcript: one made here (``stt``, ``diar`` from :meth:`run`), or one
         someone already had (an upload: no speech to text)."""
         t0 = time.perf_counter() if t0 is None else t0
         if on_stage is not None:
             await on_stage(TaskStatus.SUMMARIZING)
+        # Redaction first: the LLM, the result, and so the cache, the search index,
+        # events and webhooks only ever see the redacted transcript.
+        redactor = await asyncio.to_thread(redactor_for, options)  # spaCy loads once: ~1.5 s
+        redact_s, audio_spans = 0.0, []
+        if redactor is not None:
+            t_redact = time.perf_counter()
+            transcript, audio_spans = await asyncio.to_thread(
+                redact_transcript, transcript, redactor
+            )
+            if translation is not None:
+                translation, _ = await asyncio.to_thread(redact_transcript, translation, redactor)
+            redact_s = time.perf_counter() - t_redact
         llm = await self._summarize_transcript(transcript, options, task_id)
+        summary, redaction = llm.summary, None
+        if redactor is not None:
+            t_redact = time.perf_counter()
+            summary = await asyncio.to_thread(redact_summary, summary, redactor)
+            redaction = report(redactor, audio_spans)
+            redact_s += time.perf_counter() - t_redact
         return SummarizeResult(
             transcript=transcript,
-            summary=llm.summary,
+            translation=translation,
+            summary=summary,
+            redaction=redaction,
             models=ModelIds(
                 stt=stt.model if stt else UPLOADED_TRANSCRIPT,
                 llm=llm.model,
@@ -258,6 +322,7 @@ class Pipeline:
                 transcribe_s=stt.transcribe_s if stt else 0.0,
                 summarize_s=llm.summarize_s,
                 diarize_s=diar.diarize_s if diar else 0.0,
+                redact_s=round(redact_s, 4),
                 total_s=round(time.perf_counter() - t0, 4),
             ),
         )
@@ -274,9 +339,41 @@ class Pipeline:
             for s in transcript.segments
         ]
         text = speaker_text(transcript)
-        return await self.summarize(
-            text, options.instruction, task_id, segments, transcript.duration_s
+        spoken = transcript.language
+        instruction = with_instruction(spoken, options.instruction)
+        out = await self.summarize(text, instruction, task_id, segments, transcript.duration_s)
+        if spoken != "en":
+            out.summary.language = spoken
+        target = options.summary_language or spoken
+        if target != spoken and out.summary.method != "none":
+            out.summary = await self._translated_summary(out.summary, target)
+        return out
+
+    async def _translated_summary(self, summary: Summary, target: str) -> Summary:
+        """The checked summary translated into ``target``; as it was (its ``language``
+        saying so) when the LLM's translation is not usable."""
+        completion = await self.chat(
+            translation_messages(summary, target),
+            max_tokens=1024,
+            temperature=0.0,
+            json_schema=translation_schema(summary),
         )
+        done = translated(summary, completion.text, target)
+        if done is None:
+            logger.warning("summary translation to %s unusable; kept %s", target, summary.language)
+            return summary
+        return done
+
+    async def redact(
+        self, transcript: Transcript, options: ProcessingOptions
+    ) -> tuple[Transcript, Redaction | None]:
+        """The transcript redacted per ``options`` (as is without ``redact_pii``): for the
+        routes that return a transcript without a summary (OpenAI's)."""
+        redactor = await asyncio.to_thread(redactor_for, options)
+        if redactor is None:
+            return transcript, None
+        redacted, spans = await asyncio.to_thread(redact_transcript, transcript, redactor)
+        return redacted, report(redactor, spans)
 
     async def ready(self) -> dict:
         """Every model deployment's info: ``{"stt", "llm", "diarizer"}`` (the cache key).

@@ -31,8 +31,12 @@ def forget(services: Services, task: Task, models: dict[str, str | None] | None)
     blobs = services.blobs
     if task.audio_uri and task.audio_sha256:
         tenant = task.tenant_id if blobs.namespace_of(task.audio_uri) else None
+        original = blobs.uri_of(task.audio_sha256, tenant)
+        if task.audio_uri != original:  # a redacted copy (redact_audio): then the original
+            copy = task.audio_uri
+            blobs.retire(copy, lambda: services.store.audio_uri_in_use(copy))
         blobs.retire(
-            task.audio_uri,
+            original,
             lambda: services.store.audio_in_use(task.audio_sha256, tenant),
         )
     if models is not None:

@@ -41,6 +41,7 @@ from app.storage.clients import Services
 from app.storage.redis import events
 from app.storage.sql.models import Task
 from app.storage.sql.tasks import LeaseLost, TaskCancelled, TaskNotFound, TaskStoreError
+from app.tasks import redacted_audio
 from app.tasks.announce import announce_terminal, publish, wake_runners
 from app.tasks.model_ids import ModelRegistry
 from app.tasks.outbox import WebhookSender
@@ -281,6 +282,11 @@ class TaskWorker:
             key = key_of(task, await self.models.ids())
             cached = await cached_result(self.services, key)
             if cached is not None:
+                if redacted_audio.wanted(opts):  # this task's own redacted copy
+                    audio = await asyncio.to_thread(self.services.blobs.get, task.audio_uri)
+                    cached = await redacted_audio.store_redacted_copy(
+                        self.services, task, audio, cached
+                    )
                 final = await asyncio.to_thread(store.succeed, task.id, wid, cached, cached=True)
                 metrics.record_cache(True)
             else:
@@ -312,10 +318,15 @@ class TaskWorker:
                 payload = result.model_dump(
                     mode="json", exclude={"transcript": {"segments": {"__all__": {"tokens"}}}}
                 )
+                if redacted_audio.wanted(opts):
+                    payload = await redacted_audio.store_redacted_copy(
+                        self.services, task, audio, payload
+                    )
                 final = await asyncio.to_thread(
                     store.succeed, task.id, wid, payload, duration_s=result.transcript.duration_s
                 )
                 await keep_result(self.services, key, payload)
+            await redacted_audio.drop_original(self.services, task)
             await announce_terminal(self.services, final)
         except (AudioError, TranscriptFileError) as exc:
             await self._fail(task, exc.code, exc.message, retryable=False)

@@ -1,7 +1,7 @@
 """Where a task's input comes from, and the one place it is read, bounded and measured.
 
 A submission names its input as a source: an uploaded audio file, an ``audio_url``,
-or a transcript someone already has (a live session is the next kind).
+a transcript someone already has, or a live session's recording.
 :func:`load_input` reads it within ``AIPP_MAX_UPLOAD_MB`` and measures it against
 the route's minute limit, off the event loop: audio by its packets (not its
 header), a transcript by parsing it. Every refusal raises before anything is
@@ -68,7 +68,16 @@ class TranscriptUpload:
         return safe_filename(getattr(self.file, "filename", None))
 
 
-InputSource = AudioUpload | AudioURL | TranscriptUpload
+@dataclass(frozen=True)
+class LiveRecording:
+    """The audio a realtime session received (a WAV the session wrote), queued when it ends."""
+
+    data: bytes
+    duration_s: float
+    filename: str
+
+
+InputSource = AudioUpload | AudioURL | TranscriptUpload | LiveRecording
 
 
 @dataclass(frozen=True)
@@ -161,6 +170,17 @@ async def load_input(source: InputSource, settings: Settings, max_minutes: float
         data = await read_upload(source.file, settings)
         duration = await asyncio.to_thread(check_transcript, data, source.filename, max_minutes)
         return LoadedInput(data, duration, source.filename, InputKind.TRANSCRIPT)
+    if isinstance(source, LiveRecording):  # written here, its length known: no upload limit
+        if source.duration_s > max_minutes * 60:
+            raise InputRefused(
+                "audio_too_long",
+                f"the session recorded {source.duration_s / 60:.1f} minutes; "
+                f"the limit is {max_minutes:g}",
+                too_large=True,
+            )
+        if not source.duration_s:
+            raise InputRefused("empty_file", "the live session received no audio")
+        return LoadedInput(source.data, source.duration_s, source.filename)
     if isinstance(source, AudioUpload):
         data = await read_upload(source.file, settings)
     else:
@@ -175,6 +195,7 @@ __all__ = [
     "AudioUpload",
     "InputRefused",
     "InputSource",
+    "LiveRecording",
     "LoadedInput",
     "TranscriptUpload",
     "check_audio",

@@ -34,6 +34,7 @@ from app.storage.redis.idempotency import (
 )
 from app.storage.sql.models import Task
 from app.storage.sql.tasks import DuplicateIdempotencyKey
+from app.tasks import redacted_audio
 from app.tasks.announce import announce_terminal, wake_runners
 from app.tasks.model_ids import ModelRegistry
 from app.tasks.result_cache import cached_result, result_key
@@ -232,6 +233,8 @@ async def submit(
             source=source,
         )
         cached = await cached_result(services, result_key(sha, tenant_id, processing, ids))
+        if cached is not None and redacted_audio.wanted(processing):
+            cached = None  # the runner makes this task's redacted audio (from the cache)
         metrics.record_cache(cached is not None)
         try:
             if cached is not None:

@@ -15,6 +15,7 @@ from cluster.render.common import (
     RenderError,
     dump_yaml,
 )
+from cluster.render.drain import check_drain
 from cluster.render.raycluster import raycluster_phase1, raycluster_phase2
 from cluster.render.rayjob import rayjob_batch
 from cluster.render.rayservice import _sources, rayservice_phase3
@@ -47,6 +48,9 @@ def render_manifests(
         raise RenderError(f"phase must be one of 1, 2, 3 (got {phase!r})")
     vals = resolve_values(values)
     serve_cfg = build_serve_config(phase, vals, root=root)
+    drain_problems = check_drain(phase, serve_cfg, vals)
+    if drain_problems:
+        raise RenderError("invalid values:\n  " + "\n  ".join(drain_problems))
     docs: dict[str, tuple[str, Any]] = {}
     if phase == 1:
         docs["raycluster.yaml"] = (

@@ -12,6 +12,7 @@ from cluster.render.common import (
     GPU_SPOT,
     MARKET_LABEL,
 )
+from cluster.render.drain import add_drain, head_pre_stop, worker_pre_stop
 
 # Ray token authentication (Ray >= 2.52, KubeRay >= 1.5.1): the operator sets
 # RAY_AUTH_MODE/RAY_AUTH_TOKEN on every Ray container from `authOptions.secretName`.
@@ -157,7 +158,7 @@ def _head_group(phase: int, values: Mapping, *, zero_cpus: bool, image: str | No
         volume_mounts=mounts,
     )
     capacity = values["capacity_types"]["on-demand"]
-    return {
+    group = {
         # num-cpus 0: no replica or task lands on the head; it keeps GCS, the dashboard,
         # the Serve controller and the autoscaler.
         "rayStartParams": {"num-cpus": "0"} if zero_cpus else {},
@@ -170,6 +171,10 @@ def _head_group(phase: int, values: Mapping, *, zero_cpus: bool, image: str | No
             volumes=volumes,
         ),
     }
+    # Phases 1 and 2: no GCS fault tolerance, the head's loss ends the cluster, so Serve
+    # shuts down gracefully first (TaskRunner leases handed back, requests finished).
+    grace = values["drain"]["head_grace_period_seconds"]
+    return add_drain(group, grace, head_pre_stop(grace) if phase in (1, 2) else None)
 
 
 def _cpu_group(phase: int, values: Mapping, *, image: str | None = None) -> dict:
@@ -188,7 +193,8 @@ def _cpu_group(phase: int, values: Mapping, *, image: str | None = None) -> dict
         _resources(spec["cpu"], spec["memory"]),
         env=env,
     )
-    return {
+    grace = values["drain"]["worker_grace_period_seconds"]
+    group = {
         "groupName": CPU_GROUP,
         "replicas": spec["min_replicas"],
         "minReplicas": spec["min_replicas"],
@@ -203,6 +209,7 @@ def _cpu_group(phase: int, values: Mapping, *, image: str | None = None) -> dict
             tolerations=capacity["tolerations"],
         ),
     }
+    return add_drain(group, grace, worker_pre_stop(grace))
 
 
 def _gpu_group(
@@ -250,7 +257,8 @@ def _gpu_group(
         volumes=volumes,
         fs_group=RAY_GID if volumes else None,
     )
-    return out
+    grace = values["drain"]["worker_grace_period_seconds"]
+    return add_drain(out, grace, worker_pre_stop(grace))
 
 
 def _autoscaler_options(values: Mapping) -> dict:

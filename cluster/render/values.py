@@ -173,6 +173,12 @@ VALUES_SCHEMA: dict = _obj(
                 "memory": _QUANTITY,
             }
         ),
+        "drain": _obj(
+            {
+                "worker_grace_period_seconds": {"type": "integer", "minimum": 1},
+                "head_grace_period_seconds": {"type": "integer", "minimum": 1},
+            }
+        ),
         "deployments": {
             "type": "object",
             "additionalProperties": _obj(

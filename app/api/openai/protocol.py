@@ -58,12 +58,12 @@ class TranscriptionRequest(BaseModel):
     timestamp_granularities: list[Granularity] = Field(default_factory=list)
     stream: bool | None = None
 
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, value: bool | None) -> bool | None:
-        if value:
-            raise ValueError("streaming transcriptions are not supported; omit 'stream'")
-        return value
+    @model_validator(mode="after")
+    def _stream_formats(self) -> TranscriptionRequest:
+        """``stream=true`` sends ``transcript.text.*`` events: text only, as OpenAI's."""
+        if self.stream and self.response_format not in ("json", "text"):
+            raise ValueError("stream=true works with response_format 'json' or 'text'")
+        return self
 
     @field_validator("language")
     @classmethod
@@ -138,11 +138,46 @@ class TranscriptionVerbose(BaseModel):
 
     task: Literal["transcribe"] = "transcribe"
     language: str
+    #: Not in OpenAI's shape (clients ignore it): how sure the detection was.
+    language_probability: float | None = None
     duration: float
     text: str
     segments: list[TranscriptionSegment] | None = None
     words: list[TranscriptionWord] | None = None
     usage: TranscriptionUsage
+
+
+# --- Audio translations ----------------------------------------------------------------
+
+
+class TranslationRequest(BaseModel):
+    """The form fields of ``POST /v1/audio/translations``: speech in any language -> English."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str = Field(min_length=1)
+    prompt: str | None = Field(None, max_length=4000)
+    response_format: Literal["json", "text", "srt", "verbose_json", "vtt"] = "json"
+    temperature: float | None = Field(None, ge=0.0, le=1.0)
+
+    def stt_options(self) -> dict[str, Any]:
+        options: dict[str, Any] = {"task": "translate"}
+        if self.prompt:
+            options["initial_prompt"] = self.prompt
+        if self.temperature:
+            options["temperature"] = self.temperature
+        return options
+
+
+class TranslationVerbose(BaseModel):
+    """``response_format=verbose_json``: ``language`` is the output's (always english)."""
+
+    language: Literal["english"] = "english"
+    duration: float
+    text: str
+    segments: list[TranscriptionSegment]
+    #: Not in OpenAI's shape: the language that was spoken, as detected.
+    spoken_language: str | None = None
 
 
 # --- Chat completions ------------------------------------------------------------------
@@ -358,5 +393,7 @@ __all__ = [
     "Transcription",
     "TranscriptionRequest",
     "TranscriptionVerbose",
+    "TranslationRequest",
+    "TranslationVerbose",
     "Usage",
 ]

@@ -25,8 +25,10 @@ from app.api.openai.protocol import (
     TranscriptionVerbose,
     TranscriptionWord,
 )
+from app.api.openai.transcription_stream import stream_transcription
 from app.api.uploads import check_audio, read_upload
 from app.core.logs import get_logger
+from app.core.task_vocabulary import ProcessingOptions
 from app.speech.diarize import to_diarized_json
 from app.speech.stt import SttOptions
 from app.speech.subtitles import to_srt, to_vtt
@@ -94,6 +96,7 @@ def render(req: TranscriptionRequest, transcript: Any) -> Response:
     grans = req.timestamp_granularities
     body = TranscriptionVerbose(
         language=language_name(transcript.language),
+        language_probability=transcript.language_probability,
         duration=transcript.duration_s,
         text=transcript.text,
         usage=usage,
@@ -152,8 +155,18 @@ async def create_transcription(
     timestamp_granularities_plain: list[str] | None = Form(
         None, alias="timestamp_granularities", include_in_schema=False
     ),
-    stream: str | None = Form(None, description="Not supported: must be false."),
+    stream: str | None = Form(
+        None,
+        description="true: `transcript.text.delta` / `transcript.text.done` server-sent "
+        "events (json or text format).",
+    ),
+    redact_pii: str | None = Form(
+        None, description="Not OpenAI's: `true` redacts personal data from the transcript."
+    ),
+    redact_policy: str | None = Form(None, description="With redact_pii: entities (all)."),
+    redact_mode: str | None = Form(None, description="With redact_pii: label, mask, pseudonym."),
 ) -> Response:
+    privacy = parse_privacy(redact_pii, redact_policy, redact_mode)
     req = parse_request(
         {
             "model": model,
@@ -184,8 +197,19 @@ async def create_transcription(
     except APIError as exc:
         raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
     if req.response_format == "diarized_json":
-        return await _diarized(pipeline, data, req)
+        return await _diarized(pipeline, data, req, privacy)
+    if req.stream:
+        if privacy.redact_pii:
+            raise OpenAIError(
+                400,
+                "stream=true cannot be combined with redact_pii (redaction needs the "
+                "whole transcript).",
+                param="stream",
+                code="unsupported_value",
+            )
+        return await stream_transcription(pipeline, data, SttOptions(**req.stt_options()))
     out = await pipeline.transcribe(data, SttOptions(**req.stt_options()))
+    transcript, _ = await pipeline.redact(out.transcript, privacy)
     log.info(
         "openai transcription: %.1fs of audio, model=%s, format=%s, words=%s",
         out.transcript.duration_s,
@@ -193,10 +217,28 @@ async def create_transcription(
         req.response_format,
         req.want_words,
     )
-    return render(req, out.transcript)
+    return render(req, transcript)
 
 
-async def _diarized(pipeline: Pipeline, data: bytes, req: TranscriptionRequest) -> Response:
+def parse_privacy(
+    redact_pii: str | None, policy: str | None, mode: str | None
+) -> ProcessingOptions:
+    """The redaction form fields as task options; a bad one is a 400 naming it."""
+    fields = {"redact_pii": redact_pii or False, "redact_policy": policy}
+    if mode:
+        fields["redact_mode"] = mode
+    try:
+        return ProcessingOptions.model_validate(fields)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        param = str(first.get("loc", ("redact_pii",))[0])
+        message = f"Invalid value for '{param}': {first.get('msg')}."
+        raise OpenAIError(400, message, param=param, code="invalid_value") from None
+
+
+async def _diarized(
+    pipeline: Pipeline, data: bytes, req: TranscriptionRequest, privacy: ProcessingOptions
+) -> Response:
     """The pipeline's diarized path (the one tasks take), rendered as OpenAI's shape."""
     if not pipeline.has_diarizer:
         raise OpenAIError(
@@ -207,7 +249,8 @@ async def _diarized(pipeline: Pipeline, data: bytes, req: TranscriptionRequest) 
             code="unsupported_value",
         )
     merged = await pipeline.transcribe_with_speakers(data, SttOptions(**req.stt_options()))
-    transcript, diar = merged.transcript, merged.diarization
+    diar = merged.diarization
+    transcript, _ = await pipeline.redact(merged.transcript, privacy)
     log.info(
         "openai diarized transcription: %.1fs of audio, %d speakers (%s)",
         transcript.duration_s,

@@ -177,6 +177,26 @@ class TaskQueries(TaskStoreBase):
             session.commit()
         return bool(deleted)
 
+    def set_audio_uri(self, task_id: str, uri: str) -> bool:
+        """Point a task at other stored audio (its redacted copy); ``False`` if it is gone."""
+        with self._write() as session:
+            task = session.get(Task, task_id)
+            if task is None:
+                return False
+            task.audio_uri = uri
+            session.add(task)
+            session.commit()
+            return True
+
+    def audio_uri_in_use(self, uri: str, except_id: str | None = None) -> bool:
+        """Whether any task (but ``except_id``) points at this stored audio (by URI, not
+        by content)."""
+        with self._read() as session:
+            query = select(Task.id).where(Task.audio_uri == uri)
+            if except_id is not None:
+                query = query.where(Task.id != except_id)
+            return session.exec(query.limit(1)).first() is not None
+
     def audio_in_use(self, audio_sha256: str, tenant_id: str | None = None) -> bool:
         """Whether any task (of ``tenant_id``, when given) still references the audio."""
         query = select(Task.id).where(Task.audio_sha256 == audio_sha256)

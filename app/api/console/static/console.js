@@ -7,6 +7,7 @@ import { hasKey, onUnauthorized } from "./api.js";
 import { forgetKey, submitKey } from "./auth.js";
 import { $, announce } from "./dom.js";
 import { setupPlayer } from "./player.js";
+import { setupRecord } from "./record.js";
 import { copyMarkdown, download } from "./result.js";
 import { loadTasks, route } from "./router.js";
 import { state } from "./state.js";
@@ -47,6 +48,7 @@ async function start() {
   $("#cancel-task").addEventListener("click", () => state.current && cancelTask(state.current.id));
   setupDrop();
   setupPlayer();
+  setupRecord();
   window.addEventListener("hashchange", route);
   await route();
   document.body.dataset.ready = "true";

@@ -1,0 +1,128 @@
+"""``POST /v1/audio/translations``: speech in any language to English text (OpenAI-compatible).
+
+Whisper's ``translate`` task on the multilingual model (the Transcriber's language
+router sends every translation there); the shapes are OpenAI's: ``json`` is
+``{"text"}``, ``verbose_json`` adds ``language`` ("english"), ``duration`` and
+``segments``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from pydantic import ValidationError
+
+from app.api.deps import DoorDep, PipelineDep
+from app.api.errors import APIError
+from app.api.openai.errors import OpenAIError, OpenAIRoute, from_validation, not_found
+from app.api.openai.languages import language_name
+from app.api.openai.models import STT_ALIASES, ServedModels
+from app.api.openai.protocol import TranslationRequest, TranslationVerbose
+from app.api.openai.transcriptions import _segment, rate_limited
+from app.api.uploads import check_audio, read_upload
+from app.core.logs import get_logger
+from app.speech.stt import SttOptions
+from app.speech.subtitles import to_srt, to_vtt
+
+log = get_logger()
+
+router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
+
+
+def parse_request(fields: dict[str, Any]) -> TranslationRequest:
+    try:
+        return TranslationRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+    except ValidationError as exc:
+        raise from_validation(list(exc.errors())) from None
+
+
+def render(req: TranslationRequest, transcript: Any) -> Response:
+    fmt = req.response_format
+    if fmt == "text":
+        return PlainTextResponse(transcript.text + "\n")
+    if fmt == "srt":
+        return PlainTextResponse(to_srt(transcript.segments))
+    if fmt == "vtt":
+        return PlainTextResponse(to_vtt(transcript.segments))
+    if fmt == "json":
+        return JSONResponse({"text": transcript.text})
+    detection = transcript.detection
+    spoken = detection.languages[0] if detection and detection.languages else None
+    body = TranslationVerbose(
+        duration=transcript.duration_s,
+        text=transcript.text,
+        segments=[_segment(s, req.temperature or 0.0) for s in transcript.segments],
+        spoken_language=language_name(spoken) if spoken else None,
+    )
+    return JSONResponse(body.model_dump())
+
+
+@router.post(
+    "/v1/audio/translations",
+    dependencies=[Depends(rate_limited)],
+    summary="Translate speech to English (OpenAI-compatible)",
+    openapi_extra={"x-aipp-endpoint": "translations"},
+    responses={
+        200: {
+            "description": "json / verbose_json: a JSON object; text / srt / vtt: text/plain.",
+            "content": {"text/plain": {}},
+        },
+        400: {"description": "Invalid parameter, or no multilingual model is served"},
+        404: {"description": "Unknown model"},
+        413: {"description": "Upload or audio too large/long"},
+        422: {"description": "The file is not audio that can be decoded"},
+    },
+)
+async def create_translation(
+    models: ServedModels,
+    door: DoorDep,
+    pipeline: PipelineDep,
+    file: UploadFile | None = File(None, description="Audio in any format FFmpeg reads."),
+    model: str | None = Form(None, description="`whisper-1` or the served Whisper model."),
+    prompt: str | None = Form(None, description="English text to guide the style."),
+    response_format: str = Form("json", description="json, text, srt, verbose_json or vtt."),
+    temperature: str | None = Form(None, description="0 to 1; 0 keeps Whisper's fallback."),
+) -> Response:
+    req = parse_request(
+        {
+            "model": model,
+            "prompt": prompt,
+            "response_format": response_format,
+            "temperature": temperature,
+        }
+    )
+    if file is None:
+        raise OpenAIError(
+            400,
+            "Missing required parameter: 'file'.",
+            param="file",
+            code="missing_required_parameter",
+        )
+    stt = models["stt"]
+    if req.model != stt["model"] and req.model not in STT_ALIASES:
+        raise not_found(req.model)
+    if not stt.get("multilingual"):
+        raise OpenAIError(
+            400,
+            f"the served Whisper model '{stt['model']}' is English-only and no multilingual "
+            "model is configured (AIPP_STT_MULTILINGUAL_MODEL), so it cannot translate.",
+            param="model",
+            code="unsupported_value",
+        )
+    settings = door.settings
+    try:
+        data = await read_upload(file, settings)
+        await asyncio.to_thread(check_audio, data, settings.sync_max_audio_minutes)
+    except APIError as exc:
+        raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
+    out = await pipeline.transcribe(data, SttOptions(**req.stt_options()))
+    log.info(
+        "openai translation: %.1fs of audio, model=%s, format=%s",
+        out.transcript.duration_s,
+        out.model,
+        req.response_format,
+    )
+    return render(req, out.transcript)
