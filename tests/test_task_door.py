@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
+import re
 
 import pytest
 
@@ -94,6 +96,14 @@ def test_openapi_request_bodies_are_the_options_models(tmp_path):
     for name in ("diarize", "min_speakers", "max_speakers", "word_speakers"):
         assert name in tasks_form["properties"], name
     assert tasks_form["properties"]["max_speakers"]["anyOf"][0]["maximum"] == 20
+    # Every reference resolves inside the document: a model's own ``$defs`` would not
+    # (seen: ``redact_mode`` pointed at ``#/$defs/RedactMode``, and ReDoc stopped).
+    text = json.dumps(spec)
+    assert "#/$defs/" not in text
+    assert set(re.findall(r'"#/components/schemas/([^"]+)"', text)) <= set(
+        spec["components"]["schemas"]
+    )
+    assert tasks_form["properties"]["redact_mode"]["enum"] == ["label", "mask", "pseudonym"]
 
 
 # --- one cache key -------------------------------------------------------------------

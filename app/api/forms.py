@@ -33,8 +33,30 @@ class Uploads:
     transcript: UploadFile | None = None
 
 
+def _inlined(schema: dict[str, Any]) -> dict[str, Any]:
+    """The model's JSON schema with its ``$defs`` (enums) written in place.
+
+    OpenAPI resolves ``#/$defs/...`` from the document's root, where they do not exist;
+    a route body built from a model must carry them itself.
+    """
+    defs = schema.get("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                rest = {k: v for k, v in node.items() if k != "$ref"}
+                return walk({**defs[ref.rsplit("/", 1)[-1]], **rest})
+            return {k: walk(v) for k, v in node.items() if k != "$defs"}
+        if isinstance(node, list):
+            return [walk(x) for x in node]
+        return node
+
+    return walk(schema)
+
+
 def _properties(model: type[BaseModel], exclude: set[str]) -> dict[str, Any]:
-    schema = model.model_json_schema()
+    schema = _inlined(model.model_json_schema())
     return {k: v for k, v in schema.get("properties", {}).items() if k not in exclude}
 
 
@@ -60,7 +82,7 @@ def request_body(model: type[BaseModel], *, json_body: bool) -> dict[str, Any]:
     }
     content: dict[str, Any] = {"multipart/form-data": {"schema": form}}
     if json_body:
-        content["application/json"] = {"schema": model.model_json_schema()}
+        content["application/json"] = {"schema": _inlined(model.model_json_schema())}
     return {"requestBody": {"content": content, "required": True}}
 
 

@@ -18,8 +18,8 @@ DEFAULT_SYSTEM_PROMPT = (
 GROUNDED_SYSTEM_PROMPT = (
     "You summarize transcripts of recorded speech (meetings, calls, talks). The transcript "
     "comes as numbered lines: [12] text. Answer in JSON.\n"
-    "title (when asked): 2 to 6 words naming the topic the speaker or speakers discuss, "
-    'never just "meeting" or "summary".\n'
+    "title (when asked): 2 to 6 words naming the topic the speakers discuss, never just "
+    '"meeting" or "summary".\n'
     "key_points: the main points. For each: line (the number of the line it comes from) and "
     "point (one short sentence in your own words: what was proposed, found or decided, "
     "and by whom; never a copy of the line).\n"
@@ -28,9 +28,9 @@ GROUNDED_SYSTEM_PROMPT = (
     "line with those words) and task (who does what, naming the person when one was named). "
     "Most conversations have no such tasks: then "
     "action_items is []. Never invent tasks.\n"
-    "summary: 2-4 sentences that restate faithfully, in your own words, what was said: who, "
-    "what, where, decisions. Only facts stated in the transcript. Do not describe the "
-    "transcript, the recording or the meeting itself."
+    "summary: 2-4 sentences in your own words on what the speakers said: who, what, where, "
+    "decisions. Only facts stated in the transcript. Do not describe the transcript, the "
+    "recording or the meeting itself."
 )
 RETRY_HINT = (
     "Your previous answer was rejected ({problems}). Write about what the speakers actually "
