@@ -152,7 +152,12 @@ def test_transcriber_scales_with_queue_length(service, client, tmp_path, restore
         assert [f.result() for f in futures] == [200] * 6
     assert max(seen) == 2, f"Transcriber never scaled up: {seen}"
 
-    deadline = time.monotonic() + 180
+    # Down again: Serve averages ongoing requests over its look-back window before the
+    # downscale delay counts, and the burst's last requests may still be in flight on a
+    # loaded machine (seen: still 2 after 180 s in one full run of 2 cores).
+    deadline = time.monotonic() + 360
     while time.monotonic() < deadline and running_replicas(service, "Transcriber") != 1:
         time.sleep(2)
-    assert running_replicas(service, "Transcriber") == 1
+    assert running_replicas(service, "Transcriber") == 1, serve_app(service)["deployments"][
+        "Transcriber"
+    ]
