@@ -182,7 +182,7 @@ def direct_ingress_port(app_name: str, temp_dir: Path) -> int | None:
 
 
 def env_sets() -> dict[str, dict[str, str]]:
-    from app.cli.serve import RAY_DEFAULT_ENV, SERVE_ENV
+    from app.core.ray_env import RAY_DEFAULT_ENV, SERVE_ENV
 
     return {
         "default": dict(RAY_DEFAULT_ENV),
@@ -197,21 +197,12 @@ def env_sets() -> dict[str, dict[str, str]]:
 
 
 def run_env_set(name: str, env: dict[str, str], args: argparse.Namespace, bare_url: str) -> dict:
-    from bench.idle_cpu import queue_waiting_tasks
-    from tests.cluster_fixtures import start_head, stop_cluster, stop_service
+    from bench.idle_cpu import queue_waiting_tasks, start_head_with_env
+    from tests.cluster_fixtures import stop_cluster, stop_service
 
     tmp = Path(tempfile.mkdtemp(prefix="aipp-http-"))
     temp_dir = Path(f"/tmp/ahp-{os.getpid()}-{name}")
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # `ray start` inherits them: every Ray process reads them at start
-    try:
-        cluster = start_head(temp_dir, num_cpus=4)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    cluster = start_head_with_env(temp_dir, env)
     out: dict = {"env": env, "targets": {}}
     try:
         ingress = INGRESS_BEFORE if name == "default" else None

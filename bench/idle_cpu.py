@@ -148,7 +148,7 @@ def main() -> None:
         action="append",
         choices=["default", "aipp", "aipp-without"],
         help="Ray/Serve settings at `ray start`: Ray's defaults, or what `aipp serve` sets "
-        "when it starts Ray (app/cli/serve.py SERVE_ENV). Repeat to compare in one run.",
+        "when it starts Ray (app/core/ray_env.py SERVE_ENV). Repeat to compare in one run.",
     )
     parser.add_argument(
         "--without",
@@ -173,9 +173,25 @@ def main() -> None:
     args.out.write_text(json.dumps(results, indent=2))
 
 
+def start_head_with_env(temp_dir: Path, env: dict[str, str]):
+    """A 4-CPU Ray head started with ``env`` set: every Ray process reads it at start."""
+    from tests.cluster_fixtures import start_head
+
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        return start_head(temp_dir, num_cpus=4)
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def run_once(args: argparse.Namespace, env_set: str) -> dict:
-    from app.cli.serve import RAY_DEFAULT_ENV, SERVE_ENV
-    from tests.cluster_fixtures import start_head, start_service, stop_cluster
+    from app.core.ray_env import RAY_DEFAULT_ENV, SERVE_ENV
+    from tests.cluster_fixtures import start_service, stop_cluster
 
     tmp = Path(tempfile.mkdtemp(prefix="aipp-idle-"))
     temp_dir = Path(f"/tmp/aipp-idle-{os.getpid()}-{env_set}")
@@ -183,16 +199,7 @@ def run_once(args: argparse.Namespace, env_set: str) -> dict:
     if env_set == "aipp-without":
         for key in args.without:
             env[key] = RAY_DEFAULT_ENV[key]
-    saved = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)  # `ray start` and `aipp serve` inherit them
-    try:
-        cluster = start_head(temp_dir, num_cpus=4)
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    cluster = start_head_with_env(temp_dir, env)
     results: dict = {"env": env}
     try:
         svc, proc = start_service(cluster, tmp / "data", env, tmp / "serve.log")

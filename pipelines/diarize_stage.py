@@ -2,7 +2,8 @@
 
 ``Diarize`` is an actor stage placed before ``Transcribe``: it reads the same 16 kHz
 PCM (Ray Data streams files, so one file is diarized while another is transcribed)
-and adds ``speaker_turns`` and ``speakers`` to the row. ``merge_speakers`` runs after
+and adds ``speaker_turns``, ``speakers`` and ``speaker_count`` (the count estimate and
+its confidence, as the service reports it) to the row. ``merge_speakers`` runs after
 ``Transcribe``: each segment gets the speaker it overlaps most (the batch Transcribe
 stage keeps no word timestamps), and ``speaker_text`` (``Speaker N: ...`` lines) is
 what the summarizer reads. The batch decode is mono, so stereo channels are mixed
@@ -35,11 +36,13 @@ class Diarize:
         return over_pcm(batch, self._diarize, "diarize_failed", "diarize_s", keep_pcm=True)
 
     def _diarize(self, row: dict, pcm: np.ndarray) -> None:
-        from app.speech.diarize import _relabel
+        from app.speech.diarize import _relabel, speaker_count
 
-        turns, speakers = _relabel(self.diarizer.diarize_pcm(pcm, self.options).turns)
+        result = self.diarizer.diarize_pcm(pcm, self.options)
+        turns, speakers = _relabel(result.turns)
         row["speaker_turns"] = [t.model_dump() for t in turns]
         row["speakers"] = [{"id": s.id, "speaking_s": s.speaking_s} for s in speakers]
+        row["speaker_count"] = speaker_count(result, len(speakers)).model_dump()
 
 
 def merge_speakers(batch: pa.Table) -> pa.Table:

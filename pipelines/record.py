@@ -17,6 +17,7 @@ from datetime import UTC, datetime, timedelta
 from app.core.schemas import (
     ModelIds,
     Segment,
+    SpeakerCount,
     SpeakerInfo,
     SummarizeResult,
     Summary,
@@ -36,6 +37,9 @@ def task_result(row: dict) -> dict:
             duration_s=row.get("duration_s") or 0.0,
             segments=[Segment(**s) for s in row.get("segments") or []],
             speakers=[SpeakerInfo(**s) for s in row.get("speakers") or []] or None,
+            speaker_count=SpeakerCount(**row["speaker_count"])
+            if row.get("speaker_count")
+            else None,
         ),
         summary=Summary(
             summary=row.get("summary") or "",

@@ -53,6 +53,14 @@ SEGMENT = pa.struct(
     ]
 )
 SPEAKER = pa.struct([("id", pa.string()), ("speaking_s", pa.float64())])
+SPEAKER_COUNT = pa.struct(
+    [
+        ("count", pa.int32()),
+        ("confidence", pa.float64()),
+        ("method", pa.string()),
+        ("overlap_s", pa.float64()),
+    ]
+)
 MODELS = pa.struct([("stt", pa.string()), ("llm", pa.string())])
 TIMING_KEYS = ("read_s", "decode_s", "diarize_s", "transcribe_s", "summarize_s", "total_s")
 TIMINGS = pa.struct([(k, pa.float64()) for k in TIMING_KEYS])
@@ -67,6 +75,7 @@ RESULT_SCHEMA = pa.schema(
         ("transcript_text", pa.string()),
         ("segments", pa.list_(SEGMENT)),
         ("speakers", pa.list_(SPEAKER)),  # empty unless --diarize
+        ("speaker_count", SPEAKER_COUNT),  # null unless --diarize
         ("summary", pa.string()),
         ("key_points", pa.list_(pa.string())),
         ("action_items", pa.list_(pa.string())),

@@ -67,6 +67,17 @@ class GpuBatchProbe:
         return self.sizes
 
 
+def serve_running() -> bool:
+    import ray
+    from ray.serve._private.constants import SERVE_CONTROLLER_NAME, SERVE_NAMESPACE
+
+    try:
+        ray.get_actor(SERVE_CONTROLLER_NAME, namespace=SERVE_NAMESPACE)
+    except ValueError:
+        return False
+    return True
+
+
 def burst(handle, clients: int, seconds: float, until_upscale: bool) -> dict:
     """``clients`` callers, each sending again as soon as answered, for ``seconds``."""
     stop = time.monotonic() + seconds
@@ -102,6 +113,9 @@ def main() -> None:
 
     ray.init(address="auto", log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    # Serve's HTTP options are fixed when Serve starts: one started here would leave a
+    # later `aipp serve` on this cluster without a proxy on its port, so it goes again.
+    started_here = not serve_running()
     serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
     probe = GpuBatchProbe.options(
         max_ongoing_requests=stt["max_ongoing_requests"],
@@ -114,10 +128,14 @@ def main() -> None:
         # and wait out upscale_delay_s.
         one = burst(handle, batch, auto["upscale_delay_s"] + 20, until_upscale=False)
         sizes = handle.batch_sizes.remote().result(timeout_s=60)
-        # Three batches of callers: a queue beyond one batch.
-        three = burst(handle, 3 * batch, auto["upscale_delay_s"] + 50, until_upscale=True)
+        # Three batches of callers: a queue beyond one batch. It stops once a replica is
+        # asked for; the long bound is for a loaded machine, where the handle's metric
+        # pushes (every 10 s) and the controller's loop run late.
+        three = burst(handle, 3 * batch, auto["upscale_delay_s"] + 150, until_upscale=True)
     finally:
         serve.delete(APP)
+        if started_here:
+            serve.shutdown()
     print(json.dumps({"batch": batch, "sizes": sizes, "one_batch": one, "three_batches": three}))
 
 

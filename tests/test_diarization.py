@@ -244,6 +244,7 @@ def test_batch_stages_label_segments(diarizer: Diarizer) -> None:
     pcm16 = np.clip(np.rint(pcm * 32768.0), -32768, 32767).astype(np.int16).tobytes()
     row = stage(to_table([{"path": "call.flac", "pcm": pcm16}])).to_pylist()[0]
     assert [s["id"] for s in row["speakers"]] == ["speaker_1", "speaker_2"]
+    assert row["speaker_count"]["count"] == 2 and row["speaker_count"]["method"]
     assert row["pcm"] == pcm16 and row["speaker_turns"]  # Transcribe still gets the audio
     # What Transcribe adds: here one segment per reference turn of 2 s or more.
     ref = der_mod.read_rttm((DATA / "phone_call.rttm").read_text())
@@ -268,3 +269,7 @@ def test_batch_stages_label_segments(diarizer: Diarizer) -> None:
     out = normalize(merged)
     table = pa.Table.from_pylist([out], schema=RESULT_SCHEMA)
     assert table.column("speakers").to_pylist()[0][0]["id"] == "speaker_1"
+    assert table.column("speaker_count").to_pylist()[0]["count"] == 2
+    from pipelines.record import task_result
+
+    assert task_result(out)["transcript"]["speaker_count"]["count"] == 2

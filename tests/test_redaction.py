@@ -402,3 +402,28 @@ def test_the_openai_route_redacts_on_request(client):
         data={**form, "redact_pii": "true", "redact_policy": "SHOE_SIZE"},
     )
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "redact_policy"
+
+
+@pytest.mark.serve
+def test_the_translation_route_redacts_on_request(client):
+    """The English text a translation returns is redacted like a transcript."""
+    audio = PHONE_CALL.read_bytes()
+    form = {"model": "whisper-1", "response_format": "verbose_json"}
+    plain = client.post("/v1/audio/translations", files={"file": ("a.flac", audio)}, data=form)
+    assert plain.status_code == 200, plain.text
+    assert _leaks(plain.text, PLANTED_SPEECH), plain.text  # the names are there to be found
+    redacted = client.post(
+        "/v1/audio/translations",
+        files={"file": ("a.flac", audio)},
+        data={**form, "redact_pii": "true", "redact_mode": "mask"},
+    )
+    assert redacted.status_code == 200, redacted.text
+    body = redacted.json()
+    assert _leaks(redacted.text, PLANTED_SPEECH) == []
+    assert body["segments"] and all(s["text"] in body["text"] for s in body["segments"][:1])
+    bad = client.post(
+        "/v1/audio/translations",
+        files={"file": ("a.flac", audio)},
+        data={**form, "redact_pii": "true", "redact_mode": "shout"},
+    )
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "redact_mode"

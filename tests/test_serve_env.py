@@ -13,7 +13,7 @@ from pathlib import Path
 
 import ray
 
-from app.cli.serve import RAY_DEFAULT_ENV, SERVE_ENV, apply_serve_env
+from app.core.ray_env import CLUSTER_ENV, RAY_DEFAULT_ENV, SERVE_ENV, apply_serve_env
 from cluster.local import SPOT_RESOURCE, fake_autoscaling_config, node_type
 from cluster.render import GPU_ONDEMAND, GPU_SPOT, load_values
 
@@ -82,3 +82,34 @@ def test_fake_autoscaling_config_is_complete():
 
     module, cls = cfg["provider"]["module"].rsplit(".", 1)
     assert getattr(importlib.import_module(module), cls).__name__ == "FakeMultiNodeProvider"
+
+
+def test_every_ray_container_of_a_cluster_gets_the_idle_settings():
+    """KubeRay pods start Ray themselves: the rendered manifests carry the settings, except
+    the resource-load pull the autoscaler reads (a slower pull would delay scale-ups)."""
+    from cluster.render import render_manifests
+
+    assert "RAY_gcs_pull_resource_loads_period_milliseconds" not in CLUSTER_ENV
+    assert CLUSTER_ENV and set(CLUSTER_ENV) < set(SERVE_ENV)
+    containers = []
+
+    def collect(node) -> None:
+        if isinstance(node, dict):
+            if node.get("name") in ("ray-head", "ray-worker") and "image" in node:
+                containers.append(node)
+            for value in node.values():
+                collect(value)
+        elif isinstance(node, list):
+            for value in node:
+                collect(value)
+
+    import yaml
+
+    for phase in (1, 2, 3):
+        for text in render_manifests(phase).values():
+            for doc in yaml.safe_load_all(text):
+                collect(doc)
+    assert len(containers) >= 6
+    for c in containers:
+        env = {e["name"]: e.get("value") for e in c.get("env", [])}
+        assert {k: env.get(k) for k in CLUSTER_ENV} == CLUSTER_ENV, c["name"]

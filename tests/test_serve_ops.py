@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import DATA
+from tests.conftest import DATA, make_key
 
 pytestmark = pytest.mark.serve
 
@@ -60,8 +60,15 @@ def restore_config(service, tmp_path):
     apply_config(service, BASE_CONFIG, tmp_path)
 
 
-def test_config_update_drops_no_request(service, client, tmp_path, restore_config):
+def test_config_update_drops_no_request(service, tmp_path, restore_config):
     prompt = "You summarize speech for busy executives. Be brief. Reply in JSON."
+    # Its own key, so its own rate-limit bucket (the session's key has spent tokens in
+    # earlier tests), and transcriptions paced below the per-key rate (2/s in conftest):
+    # a 429 is the limiter working, not a request dropped by the update.
+    key = make_key(service, "config-update")
+    client = httpx.Client(
+        base_url=service.url, timeout=600, headers={"Authorization": f"Bearer {key}"}
+    )
     changed = copy.deepcopy(BASE_CONFIG)
     deployment_of(changed, "Summarizer")["user_config"] = {"system_prompt": prompt}
     deployment_of(changed, "Transcriber")["autoscaling_config"]["max_replicas"] = 3
@@ -90,6 +97,7 @@ def test_config_update_drops_no_request(service, client, tmp_path, restore_confi
                 outcomes.append(r.status_code)
             except httpx.HTTPError as exc:
                 outcomes.append(type(exc).__name__)
+            time.sleep(1.0)
 
     threads = [
         threading.Thread(target=steady_reads),
@@ -112,6 +120,7 @@ def test_config_update_drops_no_request(service, client, tmp_path, restore_confi
         stop.set()
         for t in threads:
             t.join(timeout=180)
+        client.close()
     assert len(outcomes) > 20
     assert [o for o in outcomes if o != 200] == []
     auto = serve_app(service)["deployments"]["Transcriber"]["deployment_config"]

@@ -19,6 +19,7 @@ from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
+from app.core.ray_env import apply_serve_env
 from app.core.settings import Settings
 from app.core.task_vocabulary import TaskStatus as Status
 
@@ -27,46 +28,6 @@ if TYPE_CHECKING:
 
 console = Console()
 err_console = Console(stderr=True)
-
-# Ray and Serve settings for a service that is mostly idle, set (unless the operator set
-# them) before `aipp serve` starts Ray, whose processes read them at start. Each one only
-# slows bookkeeping that no failure path waits on; health checks (replicas and proxies
-# every 10 s), metrics and autoscaling keep Ray's defaults. Measured in
-# docs/benchmarks.md ("The cluster shape"): bench/idle_cpu.py --env-set default/aipp.
-# Tried and dropped (no measurable gain): Serve's event-loop monitoring every 30 s
-# instead of 5, task events every 5 s instead of 1.
-SERVE_ENV = {
-    # The Serve controller's reconcile loop: 10 Hz by default, most of its idle CPU. At
-    # 1 Hz a deploy, scale decision or replica restart starts at most 1 s later (scaling
-    # delays are 5-300 s; replica health checks stay every 10 s).
-    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0",
-    # The dashboard agent's node and worker statistics (psutil over every worker process)
-    # every 10 s instead of 5: Prometheus' usual scrape interval is 15 s or more.
-    "REPORTER_UPDATE_INTERVAL_MS": "10000",
-    # The agent checks its raylet is alive every 0.4 s, to exit with it; every 2 s is
-    # enough (the GCS detects a dead raylet by its own health checks).
-    "RAY_DASHBOARD_AGENT_CHECK_PARENT_INTERVAL_S": "2",
-    # The GCS pulls every raylet's pending-resource load each second for the autoscaler;
-    # a Ray started by `aipp serve` is one machine, with no autoscaler to feed.
-    "RAY_gcs_pull_resource_loads_period_milliseconds": "5000",
-}
-
-
-# Ray 2.60's own values of the same settings, for comparisons (bench/idle_cpu.py); the
-# agent's parent check (0.4 s) is left unset: Ray reads it as an integer.
-RAY_DEFAULT_ENV = {
-    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1",
-    "REPORTER_UPDATE_INTERVAL_MS": "5000",
-    "RAY_gcs_pull_resource_loads_period_milliseconds": "1000",
-}
-
-
-def apply_serve_env(environ: dict[str, str] | None = None) -> dict[str, str]:
-    """Put :data:`SERVE_ENV` into ``environ`` (default: this process's) where unset."""
-    target = os.environ if environ is None else environ
-    for key, value in SERVE_ENV.items():
-        target.setdefault(key, value)
-    return {key: target[key] for key in SERVE_ENV}
 
 
 def _fail(message: str, code: int = 2) -> None:

@@ -153,6 +153,18 @@ def channels_differ(stereo: np.ndarray) -> bool:
 # --- turns -----------------------------------------------------------------------------
 
 
+def speaker_count(result: _Result, found: int) -> SpeakerCount:
+    """The count reported with a diarization: ``found`` speakers, with the estimate's
+    confidence and method (the service and the batch job report it alike)."""
+    estimate = result.estimate or CountEstimate(found, None, result.method)
+    return SpeakerCount(
+        count=found,
+        confidence=estimate.confidence,
+        method=estimate.method,
+        overlap_s=result.overlap_s,
+    )
+
+
 def _relabel(turns: list[tuple[float, float, str]]) -> tuple[list[SpeakerTurn], list[SpeakerInfo]]:
     """Ids ``speaker_1..n`` by speaking time (most first); turns sorted by start."""
     totals: dict[str, float] = {}
@@ -398,15 +410,8 @@ class Diarizer:
         else:
             result = self.diarize_pcm(audio.mean(axis=0), opts)
         turns, speakers = _relabel(result.turns)
-        estimate = result.estimate or CountEstimate(len(speakers), None, result.method)
-        count = SpeakerCount(
-            count=len(speakers),
-            confidence=estimate.confidence,
-            method=estimate.method,
-            overlap_s=result.overlap_s,
-        )
         return DiarizeOutput(
-            speaker_count=count,
+            speaker_count=speaker_count(result, len(speakers)),
             turns=turns,
             speakers=speakers,
             method=result.method,

@@ -34,7 +34,7 @@ from app.speech.languages import (
     merged,
     speech_regions,
 )
-from app.speech.stt import SpeechToText, SttOptions
+from app.speech.stt import SpeechToText, SttOptions, timed_transcribe
 
 TRANSLATE = "translate"
 #: Confident English speech (seconds) that makes a recording with another language in
@@ -221,16 +221,8 @@ class LanguageRouter:
         max_duration_s: float | None = None,
         on_progress=None,
     ) -> TranscribeOutput:
-        t0 = time.perf_counter()
-        pcm = decode(data, max_duration_s=max_duration_s)
-        t1 = time.perf_counter()
-        transcript, model = self._run(pcm, options or SttOptions(), on_progress)
-        t2 = time.perf_counter()
-        return TranscribeOutput(
-            transcript=transcript,
-            decode_s=round(t1 - t0, 4),
-            transcribe_s=round(t2 - t1, 4),
-            model=model,
+        return timed_transcribe(
+            data, max_duration_s, lambda pcm: self._run(pcm, options or SttOptions(), on_progress)
         )
 
     def can_share_batch(self, options: SttOptions) -> bool:

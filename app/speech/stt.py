@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -270,17 +271,27 @@ class SpeechToText:
         max_duration_s: float | None = None,
         on_progress=None,
     ) -> TranscribeOutput:
-        t0 = time.perf_counter()
-        pcm = decode(data, max_duration_s=max_duration_s)
-        t1 = time.perf_counter()
-        transcript = self.transcribe_pcm(pcm, options, on_progress=on_progress)
-        t2 = time.perf_counter()
-        return TranscribeOutput(
-            transcript=transcript,
-            decode_s=round(t1 - t0, 4),
-            transcribe_s=round(t2 - t1, 4),
-            model=self.model_name,
-        )
+        def run(pcm: np.ndarray) -> tuple[Transcript, str]:
+            return self.transcribe_pcm(pcm, options, on_progress=on_progress), self.model_name
+
+        return timed_transcribe(data, max_duration_s, run)
+
+
+def timed_transcribe(
+    data: bytes, max_duration_s: float | None, run: Callable[[np.ndarray], tuple[Transcript, str]]
+) -> TranscribeOutput:
+    """Decode, then ``run`` (the transcript and the model that made it), timing each step."""
+    t0 = time.perf_counter()
+    pcm = decode(data, max_duration_s=max_duration_s)
+    t1 = time.perf_counter()
+    transcript, model = run(pcm)
+    t2 = time.perf_counter()
+    return TranscribeOutput(
+        transcript=transcript,
+        decode_s=round(t1 - t0, 4),
+        transcribe_s=round(t2 - t1, 4),
+        model=model,
+    )
 
 
 @dataclass

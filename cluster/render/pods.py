@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from app.core.ray_env import CLUSTER_ENV
 from cluster.render.common import (
     APP_NAME,
     CPU_GROUP,
@@ -65,6 +66,9 @@ def _state_env(phase: int, values: Mapping, *, head: bool) -> list[dict]:
             env.append(_secret_env("AIPP_OPENAI_API_KEY", secrets["openai_api_key"]))
     else:
         env.append({"name": "AIPP_STORAGE_URL", "value": state["storage_url"]})
+    # Ray's idle bookkeeping, as `aipp serve` sets it locally (minus what the autoscaler
+    # reads): every Ray process in the pod reads it at `ray start`.
+    env += [{"name": k, "value": v} for k, v in CLUSTER_ENV.items()]
     return env
 
 

@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from app.api.deps import DoorDep, PipelineDep
+from app.api.openai.audio_routes import rate_limited
 from app.api.openai.errors import (
     OpenAIError,
     OpenAIRoute,
@@ -30,7 +31,6 @@ from app.api.openai.protocol import (
     ChunkChoice,
     Usage,
 )
-from app.api.openai.transcriptions import rate_limited
 from app.core.logs import get_logger
 from app.tasks.pipeline import Pipeline
 

@@ -2,47 +2,41 @@
 
 from __future__ import annotations
 
-import asyncio
 import math
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
-from app.api.auth import Principal
-from app.api.deps import CallerDep, DoorDep, PipelineDep
-from app.api.errors import APIError
-from app.api.limits import rate_limit
-from app.api.openai.errors import OpenAIError, OpenAIRoute, from_validation, not_found
+from app.api.deps import DoorDep, PipelineDep
+from app.api.openai.audio_routes import (
+    RedactionForm,
+    openai_segment,
+    rate_limited,
+    read_audio,
+    render_text,
+)
+from app.api.openai.errors import OpenAIError, OpenAIRoute, from_validation
 from app.api.openai.languages import language_name
-from app.api.openai.models import STT_ALIASES, ServedModels
+from app.api.openai.models import ServedModels
 from app.api.openai.protocol import (
     Transcription,
     TranscriptionRequest,
-    TranscriptionSegment,
     TranscriptionUsage,
     TranscriptionVerbose,
     TranscriptionWord,
 )
 from app.api.openai.transcription_stream import stream_transcription
-from app.api.uploads import check_audio, read_upload
 from app.core.logs import get_logger
 from app.core.task_vocabulary import ProcessingOptions
 from app.speech.diarize import to_diarized_json
 from app.speech.stt import SttOptions
-from app.speech.subtitles import to_srt, to_vtt
 from app.tasks.pipeline import Pipeline
 
 log = get_logger()
 
 router = APIRouter(route_class=OpenAIRoute, tags=["openai"])
-
-
-def rate_limited(caller: CallerDep, door: DoorDep) -> Principal:
-    """The project's per-key rate limit for work-submitting routes (429 when over)."""
-    rate_limit(door, caller, None)
-    return caller
 
 
 def parse_request(fields: dict[str, Any]) -> TranscriptionRequest:
@@ -58,36 +52,11 @@ def parse_request(fields: dict[str, Any]) -> TranscriptionRequest:
         raise from_validation(errors) from None
 
 
-def _segment(seg: Any, temperature: float) -> TranscriptionSegment:
-    # app.core.schemas.Segment carries id/start/end/text (and words); Whisper's decoder
-    # details are passed through when the segment has them, null otherwise.
-    def rounded(name: str) -> float | None:
-        value = getattr(seg, name, None)
-        return None if value is None else round(float(value), 6)
-
-    return TranscriptionSegment(
-        id=seg.id,
-        seek=int(getattr(seg, "seek", None) or round(seg.start * 100)),
-        start=seg.start,
-        end=seg.end,
-        text=seg.text,
-        tokens=list(getattr(seg, "tokens", None) or []),
-        temperature=float(getattr(seg, "temperature", None) or temperature),
-        avg_logprob=rounded("avg_logprob"),
-        compression_ratio=rounded("compression_ratio"),
-        no_speech_prob=rounded("no_speech_prob"),
-    )
-
-
 def render(req: TranscriptionRequest, transcript: Any) -> Response:
     """The transcript in the requested ``response_format``."""
     fmt = req.response_format
-    if fmt == "text":
-        return PlainTextResponse(transcript.text + "\n")
-    if fmt == "srt":
-        return PlainTextResponse(to_srt(transcript.segments))
-    if fmt == "vtt":
-        return PlainTextResponse(to_vtt(transcript.segments))
+    if (text := render_text(fmt, transcript)) is not None:
+        return text
     if fmt == "diarized_json":  # without speakers (the diarizing path is _diarized)
         return JSONResponse(to_diarized_json(transcript, math.ceil(transcript.duration_s)))
     usage = TranscriptionUsage(seconds=math.ceil(transcript.duration_s))
@@ -102,7 +71,7 @@ def render(req: TranscriptionRequest, transcript: Any) -> Response:
         usage=usage,
     )
     if not grans or "segment" in grans:
-        body.segments = [_segment(s, req.temperature or 0.0) for s in transcript.segments]
+        body.segments = [openai_segment(s, req.temperature or 0.0) for s in transcript.segments]
     if req.want_words:
         body.words = [
             TranscriptionWord(word=w.word.strip(), start=w.start, end=w.end)
@@ -160,13 +129,9 @@ async def create_transcription(
         description="true: `transcript.text.delta` / `transcript.text.done` server-sent "
         "events (json or text format).",
     ),
-    redact_pii: str | None = Form(
-        None, description="Not OpenAI's: `true` redacts personal data from the transcript."
-    ),
-    redact_policy: str | None = Form(None, description="With redact_pii: entities (all)."),
-    redact_mode: str | None = Form(None, description="With redact_pii: label, mask, pseudonym."),
+    redaction: RedactionForm = Depends(),
 ) -> Response:
-    privacy = parse_privacy(redact_pii, redact_policy, redact_mode)
+    privacy = redaction.options
     req = parse_request(
         {
             "model": model,
@@ -179,23 +144,7 @@ async def create_transcription(
             "stream": stream,
         }
     )
-    if file is None:
-        raise OpenAIError(
-            400,
-            "Missing required parameter: 'file'.",
-            param="file",
-            code="missing_required_parameter",
-        )
-    if req.model != models["stt"]["model"] and req.model not in STT_ALIASES:
-        raise not_found(req.model)
-
-    settings = door.settings
-    try:
-        data = await read_upload(file, settings)
-        # Walking the packets of a large file takes a while: keep it off the event loop.
-        await asyncio.to_thread(check_audio, data, settings.sync_max_audio_minutes)
-    except APIError as exc:
-        raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
+    data = await read_audio(file, req.model, models["stt"], door.settings)
     if req.response_format == "diarized_json":
         return await _diarized(pipeline, data, req, privacy)
     if req.stream:
@@ -218,22 +167,6 @@ async def create_transcription(
         req.want_words,
     )
     return render(req, transcript)
-
-
-def parse_privacy(
-    redact_pii: str | None, policy: str | None, mode: str | None
-) -> ProcessingOptions:
-    """The redaction form fields as task options; a bad one is a 400 naming it."""
-    fields = {"redact_pii": redact_pii or False, "redact_policy": policy}
-    if mode:
-        fields["redact_mode"] = mode
-    try:
-        return ProcessingOptions.model_validate(fields)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        param = str(first.get("loc", ("redact_pii",))[0])
-        message = f"Invalid value for '{param}': {first.get('msg')}."
-        raise OpenAIError(400, message, param=param, code="invalid_value") from None
 
 
 async def _diarized(

@@ -8,24 +8,26 @@ router sends every translation there); the shapes are OpenAI's: ``json`` is
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 
 from app.api.deps import DoorDep, PipelineDep
-from app.api.errors import APIError
-from app.api.openai.errors import OpenAIError, OpenAIRoute, from_validation, not_found
+from app.api.openai.audio_routes import (
+    RedactionForm,
+    openai_segment,
+    rate_limited,
+    read_audio,
+    render_text,
+)
+from app.api.openai.errors import OpenAIError, OpenAIRoute, from_validation
 from app.api.openai.languages import language_name
-from app.api.openai.models import STT_ALIASES, ServedModels
+from app.api.openai.models import ServedModels
 from app.api.openai.protocol import TranslationRequest, TranslationVerbose
-from app.api.openai.transcriptions import _segment, rate_limited
-from app.api.uploads import check_audio, read_upload
 from app.core.logs import get_logger
 from app.speech.stt import SttOptions
-from app.speech.subtitles import to_srt, to_vtt
 
 log = get_logger()
 
@@ -41,12 +43,8 @@ def parse_request(fields: dict[str, Any]) -> TranslationRequest:
 
 def render(req: TranslationRequest, transcript: Any) -> Response:
     fmt = req.response_format
-    if fmt == "text":
-        return PlainTextResponse(transcript.text + "\n")
-    if fmt == "srt":
-        return PlainTextResponse(to_srt(transcript.segments))
-    if fmt == "vtt":
-        return PlainTextResponse(to_vtt(transcript.segments))
+    if (text := render_text(fmt, transcript)) is not None:
+        return text
     if fmt == "json":
         return JSONResponse({"text": transcript.text})
     detection = transcript.detection
@@ -54,7 +52,7 @@ def render(req: TranslationRequest, transcript: Any) -> Response:
     body = TranslationVerbose(
         duration=transcript.duration_s,
         text=transcript.text,
-        segments=[_segment(s, req.temperature or 0.0) for s in transcript.segments],
+        segments=[openai_segment(s, req.temperature or 0.0) for s in transcript.segments],
         spoken_language=language_name(spoken) if spoken else None,
     )
     return JSONResponse(body.model_dump())
@@ -85,6 +83,7 @@ async def create_translation(
     prompt: str | None = Form(None, description="English text to guide the style."),
     response_format: str = Form("json", description="json, text, srt, verbose_json or vtt."),
     temperature: str | None = Form(None, description="0 to 1; 0 keeps Whisper's fallback."),
+    redaction: RedactionForm = Depends(),
 ) -> Response:
     req = parse_request(
         {
@@ -94,16 +93,8 @@ async def create_translation(
             "temperature": temperature,
         }
     )
-    if file is None:
-        raise OpenAIError(
-            400,
-            "Missing required parameter: 'file'.",
-            param="file",
-            code="missing_required_parameter",
-        )
     stt = models["stt"]
-    if req.model != stt["model"] and req.model not in STT_ALIASES:
-        raise not_found(req.model)
+    data = await read_audio(file, req.model, stt, door.settings)
     if not stt.get("multilingual"):
         raise OpenAIError(
             400,
@@ -112,17 +103,13 @@ async def create_translation(
             param="model",
             code="unsupported_value",
         )
-    settings = door.settings
-    try:
-        data = await read_upload(file, settings)
-        await asyncio.to_thread(check_audio, data, settings.sync_max_audio_minutes)
-    except APIError as exc:
-        raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
     out = await pipeline.transcribe(data, SttOptions(**req.stt_options()))
+    # The English text is what leaves, so it is what is redacted (names, numbers).
+    transcript, _ = await pipeline.redact(out.transcript, redaction.options)
     log.info(
         "openai translation: %.1fs of audio, model=%s, format=%s",
         out.transcript.duration_s,
         out.model,
         req.response_format,
     )
-    return render(req, out.transcript)
+    return render(req, transcript)
