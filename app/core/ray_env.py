@@ -30,6 +30,12 @@ SERVE_ENV = {
     # The agent checks its raylet is alive every 0.4 s, to exit with it; every 2 s is
     # enough (the GCS detects a dead raylet by its own health checks).
     "RAY_DASHBOARD_AGENT_CHECK_PARENT_INTERVAL_S": "2",
+    # The log monitor (which streams worker logs to the driver) globs the log folder for
+    # new files on each of its 10 Hz passes while there are under 1,000 files; here every
+    # 2 s. A new worker's first lines reach the driver's console up to 2 s later; the log
+    # files themselves are written as before.
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
+    "LOG_NAME_UPDATE_INTERVAL_S": "2",
     # The GCS pulls every raylet's pending-resource load each second for the autoscaler;
     # a Ray started by `aipp serve` is one machine, with no autoscaler to feed.
     "RAY_gcs_pull_resource_loads_period_milliseconds": "5000",
@@ -48,6 +54,8 @@ RAY_DEFAULT_ENV = {
     "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "0.1",
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "100",
     "REPORTER_UPDATE_INTERVAL_MS": "5000",
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "1000",
+    "LOG_NAME_UPDATE_INTERVAL_S": "0.5",
     "RAY_gcs_pull_resource_loads_period_milliseconds": "1000",
 }
 

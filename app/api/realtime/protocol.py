@@ -52,6 +52,11 @@ class ProtocolError(Exception):
         self.event_id = event_id
 
 
+#: The close code for an audio format we cannot read (1003, "unsupported data"): the
+#: audio that follows would be read in the wrong format, so the session ends.
+UNREADABLE_AUDIO = 1003
+
+
 def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex[:20]}"
 
@@ -136,6 +141,7 @@ class SessionConfig:
                 f"audio format '{kind}' is not supported: send 'audio/pcm' "
                 "(16-bit little-endian mono PCM at 16000 or 24000 Hz)",
                 param=param,
+                close=UNREADABLE_AUDIO,
             )
         rate = fmt.get("rate", 24_000)
         if rate not in RATES:
@@ -143,6 +149,7 @@ class SessionConfig:
                 "unsupported_audio_format",
                 f"sample rate {rate!r} is not supported: use 16000 or 24000",
                 param=f"{param}.rate",
+                close=UNREADABLE_AUDIO,
             )
         self.rate = int(rate)
 
@@ -152,6 +159,7 @@ class SessionConfig:
                 "unsupported_audio_format",
                 f"input_audio_format {fmt!r} is not supported: send 'pcm16' (24 kHz mono)",
                 param="session.input_audio_format",
+                close=UNREADABLE_AUDIO,
             )
         self.rate = 24_000
 
