@@ -89,10 +89,45 @@ def cpu_seconds(proc: psutil.Process) -> float | None:
         return None
 
 
-def measure(roots: list[psutil.Process], temp_dir: Path, seconds: float) -> dict:
+def thread_seconds(proc: psutil.Process) -> dict[tuple[str, str], float]:
+    """CPU seconds per thread, keyed by (process group, thread name)."""
+    out: dict[tuple[str, str], float] = defaultdict(float)
+    group = group_of(proc)
+    try:
+        threads = proc.threads()
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return out
+    for t in threads:
+        try:
+            name = Path(f"/proc/{proc.pid}/task/{t.id}/comm").read_text().strip()
+        except OSError:
+            continue
+        out[(group, name)] += t.user_time + t.system_time
+    return out
+
+
+def top_threads(procs: list[psutil.Process], seconds: float, n: int) -> list[str]:
+    """The ``n`` busiest threads over ``seconds``: which loop in which process wakes."""
+    before: dict[tuple[str, str], float] = defaultdict(float)
+    for proc in procs:
+        for key, value in thread_seconds(proc).items():
+            before[key] += value
+    time.sleep(seconds)
+    after: dict[tuple[str, str], float] = defaultdict(float)
+    for proc in procs:
+        for key, value in thread_seconds(proc).items():
+            after[key] += value
+    rows = sorted(((v - before.get(k, 0.0), k) for k, v in after.items()), reverse=True)
+    return [f"{100 * d / seconds:.2f}% {g} | {name}" for d, (g, name) in rows[:n]]
+
+
+def measure(roots: list[psutil.Process], temp_dir: Path, seconds: float, threads: int = 0) -> dict:
     procs = service_processes(roots, temp_dir)
     before = {p.pid: (p, cpu_seconds(p)) for p in procs}
-    time.sleep(seconds)
+    # Same window: per-thread times are read at its ends too, so the sleep is theirs.
+    busiest = top_threads(procs, seconds, threads) if threads else None
+    if busiest is None:
+        time.sleep(seconds)
     groups: dict[str, float] = defaultdict(float)
     for proc in service_processes(roots, temp_dir):
         start = before.get(proc.pid, (proc, 0.0))[1] or 0.0
@@ -102,13 +137,16 @@ def measure(roots: list[psutil.Process], temp_dir: Path, seconds: float) -> dict
         groups[group_of(proc)] += max(0.0, end - start)
     total = sum(groups.values())
     app = sum(v for k, v in groups.items() if k.startswith(("replica:", "redis")))
-    return {
+    figures = {
         "seconds": seconds,
         "processes": len(procs),
         "total_pct_of_one_core": round(100 * total / seconds, 2),
         "app_pct_of_one_core": round(100 * app / seconds, 2),
         "by_group_pct": {k: round(100 * v / seconds, 2) for k, v in sorted(groups.items())},
     }
+    if busiest is not None:
+        figures["busiest_threads_pct"] = busiest
+    return figures
 
 
 def queue_waiting_tasks(data_dir: Path, n: int, tenant: str = "bench-idle") -> list[str]:
@@ -142,6 +180,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--settle", type=float, default=45, help="Wait after ready first.")
     parser.add_argument("--queued", type=int, default=20)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="Also list the N busiest threads (idle phase)."
+    )
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "idle_cpu.json")
     parser.add_argument(
         "--env-set",
@@ -206,7 +247,7 @@ def run_once(args: argparse.Namespace, env_set: str) -> dict:
         try:
             roots = [psutil.Process(proc.pid)]
             time.sleep(args.settle)
-            results["nothing_queued"] = measure(roots, temp_dir, args.seconds)
+            results["nothing_queued"] = measure(roots, temp_dir, args.seconds, args.threads)
             if args.queued:  # --queued 0: the idle phase only
                 queue_waiting_tasks(tmp / "data", args.queued)
                 time.sleep(5)

@@ -57,7 +57,22 @@ def clips() -> list[tuple[str, str, np.ndarray]]:
         ("buzz_latvian.wav", "lv", _pcm(LANG_DATA / "buzz_latvian.wav")),
         ("hotwords.mp3", "en", _pcm(DATA / "hotwords.mp3")),
     ]
+    out += [(name, lang, _pcm(LANG_DATA / name)) for name, lang in READINGS]
     return out
+
+
+#: Real recordings of 18-30 s in five more languages (bench/data/languages/SOURCES.md);
+#: the ``readalongs_*`` ones have a reference text in references.json (by file stem).
+READINGS = [
+    ("whisperct2_ca.ogg", "ca"),
+    ("aeneas_es.ogg", "es"),
+    ("readalongs_fr.ogg", "fr"),
+    ("librivox_udhr_fr.ogg", "fr"),
+    ("readalongs_da.ogg", "da"),
+    ("librivox_udhr_da.ogg", "da"),
+    ("readalongs_fi.ogg", "fi"),
+    ("readalongs2_fi.ogg", "fi"),
+]
 
 
 def wer(ref: str, hyp: str) -> float:
@@ -137,6 +152,17 @@ def wer_by_language(router) -> dict:
         "wer": round(wer(refs["mit_licence_en"], mit.text), 3),
         "model": mit.detection.model,
     }
+    for name, lang in READINGS:
+        ref = refs.get(Path(name).stem)
+        if ref is None:
+            continue
+        t = router.transcribe_pcm(_pcm(LANG_DATA / name), SttOptions())
+        out[f"{lang} {name}"] = {
+            "wer": round(wer(ref, t.text), 3),
+            "model": t.detection.model,
+            "language": t.language,
+            "text": t.text,
+        }
     return out
 
 

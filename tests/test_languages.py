@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 import pytest
 from openai import OpenAI
@@ -91,6 +92,59 @@ def test_code_switching_keeps_both_languages(router):
     assert "permission is hereby granted" in normalize(first)
     # The German reading is transcribed in German, not dropped or translated.
     assert len(GERMAN_WORDS & words(later)) >= 5, later
+
+
+# Real readings and interviews of 18-30 s in five more languages, from bench/data/languages
+# (sources and licences in its SOURCES.md): the clips bench/languages.py scores.
+READINGS = Path(__file__).resolve().parent.parent / "bench" / "data" / "languages"
+
+
+@pytest.mark.parametrize(
+    ("clip", "language"),
+    [
+        ("whisperct2_ca.ogg", "ca"),
+        ("aeneas_es.ogg", "es"),
+        ("librivox_udhr_fr.ogg", "fr"),
+        ("readalongs_da.ogg", "da"),
+    ],
+)
+def test_each_language_is_detected_on_real_speech(router, clip, language):
+    from app.speech.audio import decode
+    from app.speech.languages import detect
+
+    found = detect(router.multi.model, decode((READINGS / clip).read_bytes()))
+    assert found.language == language, (clip, found.languages, found.probability)
+
+
+def test_a_fallback_decode_is_doubt_even_when_its_sample_scores_well(router):
+    # tiny.en on a French reading, greedy decoding rejected by Whisper's own checks: the
+    # fallback sampled "Bye bye." over and over at a log-probability that looks English
+    # (one run in four in bench/languages.py). The segment's temperature says it.
+    from app.core.schemas import Segment, Transcript
+    from app.speech.audio import decode
+    from app.speech.languages import doubtful_starts
+
+    pcm = decode((READINGS / "readalongs_fr.ogg").read_bytes())
+    sampled = [
+        Segment(
+            id=i, start=0.3 + i, end=1.3 + i, text="Bye bye.", avg_logprob=-0.5, temperature=0.2
+        )
+        for i in range(12)
+    ]
+    greedy = [s.model_copy(update={"temperature": 0.0}) for s in sampled]
+    duration = pcm.shape[0] / 16000
+    assert doubtful_starts(
+        Transcript(text="", language="en", segments=sampled, duration_s=duration), pcm, 3
+    )
+    # The same segments decoded greedily at that log-probability are English enough.
+    covering = greedy + [
+        Segment(id=12, start=12.3, end=duration, text="Bye.", avg_logprob=-0.5, temperature=0.0)
+    ]
+    assert not doubtful_starts(
+        Transcript(text="", language="en", segments=covering, duration_s=duration), pcm, 3
+    )
+    routed = router.transcribe_pcm(pcm, SttOptions())
+    assert routed.language == "fr" and routed.detection.model == "whisper-base"
 
 
 def test_expected_languages_restrict_detection(router):

@@ -147,15 +147,23 @@ def detect_at(
 
 def doubtful_starts(transcript: Transcript, pcm: np.ndarray, max_windows: int) -> list[float]:
     """Where an English-only model's transcript may hide another language: segments it
-    was unsure of (``avg_logprob`` below :data:`DOUBT_LOGPROB`), and speech it wrote
-    nothing for (a gap of :data:`MIN_GAP_S` or more with speech in it). Start times in
-    seconds, 30 s apart at least, at most ``max_windows``; [] when all looks English.
+    was unsure of (``avg_logprob`` below :data:`DOUBT_LOGPROB`, or written only at a
+    fallback temperature), and speech it wrote nothing for (a gap of :data:`MIN_GAP_S`
+    or more with speech in it). Start times in seconds, 30 s apart at least, at most
+    ``max_windows``; [] when all looks English.
 
     Measured (bench/languages.py): tiny.en's segments on English speech had
     avg_logprob -0.12 to -0.78, on German, French and Latvian -0.89 to -1.29; on the
-    German half of multilingual.mp3 it wrote nothing for 23 s of speech.
+    German half of multilingual.mp3 it wrote nothing for 23 s of speech. On a French
+    reading, one run in four of tiny.en's temperature fallback sampled "Bye bye." twelve
+    times at avg_logprob -0.5: a greedy decode that failed Whisper's own checks is doubt
+    enough, whatever the sampled text's log-probability.
     """
-    starts = [s.start for s in transcript.segments if (s.avg_logprob or 0.0) < DOUBT_LOGPROB]
+    starts = [
+        s.start
+        for s in transcript.segments
+        if (s.avg_logprob or 0.0) < DOUBT_LOGPROB or (s.temperature or 0.0) > 0.0
+    ]
     edges = [0.0] + [t for s in transcript.segments for t in (s.start, s.end)]
     edges.append(pcm.shape[0] / SAMPLE_RATE)
     for a, b in zip(edges[0::2], edges[1::2], strict=True):

@@ -68,6 +68,18 @@ async def read_audio(
     file: UploadFile | None, model: str, served_stt: dict, settings: Settings
 ) -> bytes:
     """The uploaded audio, checked: present, for a served model, decodable, not too long."""
+    check_file_and_model(file, model, served_stt)
+    try:
+        data = await read_upload(file, settings)
+        # Walking the packets of a large file takes a while: keep it off the event loop.
+        await asyncio.to_thread(check_audio, data, settings.sync_max_audio_minutes)
+    except APIError as exc:
+        raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
+    return data
+
+
+def check_file_and_model(file: UploadFile | None, model: str, served_stt: dict) -> None:
+    """The checks that need no upload read: a file part was sent, for a served model."""
     if file is None:
         raise OpenAIError(
             400,
@@ -77,13 +89,6 @@ async def read_audio(
         )
     if model != served_stt["model"] and model not in STT_ALIASES:
         raise not_found(model)
-    try:
-        data = await read_upload(file, settings)
-        # Walking the packets of a large file takes a while: keep it off the event loop.
-        await asyncio.to_thread(check_audio, data, settings.sync_max_audio_minutes)
-    except APIError as exc:
-        raise OpenAIError(exc.status_code, exc.message, param="file", code=exc.code) from None
-    return data
 
 
 def render_text(fmt: str, transcript: Any) -> Response | None:

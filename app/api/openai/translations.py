@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from app.api.deps import DoorDep, PipelineDep
 from app.api.openai.audio_routes import (
     RedactionForm,
+    check_file_and_model,
     openai_segment,
     rate_limited,
     read_audio,
@@ -94,7 +95,8 @@ async def create_translation(
         }
     )
     stt = models["stt"]
-    data = await read_audio(file, req.model, stt, door.settings)
+    # Refused before the upload is read: an English-only service never needs the bytes.
+    check_file_and_model(file, req.model, stt)
     if not stt.get("multilingual"):
         raise OpenAIError(
             400,
@@ -103,6 +105,7 @@ async def create_translation(
             param="model",
             code="unsupported_value",
         )
+    data = await read_audio(file, req.model, stt, door.settings)
     out = await pipeline.transcribe(data, SttOptions(**req.stt_options()))
     # The English text is what leaves, so it is what is redacted (names, numbers).
     transcript, _ = await pipeline.redact(out.transcript, redaction.options)
