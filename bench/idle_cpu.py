@@ -89,9 +89,13 @@ def cpu_seconds(proc: psutil.Process) -> float | None:
         return None
 
 
-def thread_seconds(proc: psutil.Process) -> dict[tuple[str, str], float]:
+#: CPU seconds by (process group, thread name).
+ThreadTotals = dict[tuple[str, str], float]
+
+
+def thread_seconds(proc: psutil.Process) -> ThreadTotals:
     """CPU seconds per thread, keyed by (process group, thread name)."""
-    out: dict[tuple[str, str], float] = defaultdict(float)
+    out: ThreadTotals = defaultdict(float)
     group = group_of(proc)
     try:
         threads = proc.threads()
@@ -106,17 +110,17 @@ def thread_seconds(proc: psutil.Process) -> dict[tuple[str, str], float]:
     return out
 
 
-def top_threads(procs: list[psutil.Process], seconds: float, n: int) -> list[str]:
-    """The ``n`` busiest threads over ``seconds``: which loop in which process wakes."""
-    before: dict[tuple[str, str], float] = defaultdict(float)
+def thread_totals(procs: list[psutil.Process]) -> ThreadTotals:
+    """CPU seconds so far of every thread of ``procs``, by (process group, thread name)."""
+    totals: ThreadTotals = defaultdict(float)
     for proc in procs:
         for key, value in thread_seconds(proc).items():
-            before[key] += value
-    time.sleep(seconds)
-    after: dict[tuple[str, str], float] = defaultdict(float)
-    for proc in procs:
-        for key, value in thread_seconds(proc).items():
-            after[key] += value
+            totals[key] += value
+    return totals
+
+
+def busiest_threads(before: ThreadTotals, after: ThreadTotals, seconds: float, n: int) -> list[str]:
+    """The ``n`` threads that used the most CPU between two totals: which loop wakes where."""
     rows = sorted(((v - before.get(k, 0.0), k) for k, v in after.items()), reverse=True)
     return [f"{100 * d / seconds:.2f}% {g} | {name}" for d, (g, name) in rows[:n]]
 
@@ -124,10 +128,13 @@ def top_threads(procs: list[psutil.Process], seconds: float, n: int) -> list[str
 def measure(roots: list[psutil.Process], temp_dir: Path, seconds: float, threads: int = 0) -> dict:
     procs = service_processes(roots, temp_dir)
     before = {p.pid: (p, cpu_seconds(p)) for p in procs}
-    # Same window: per-thread times are read at its ends too, so the sleep is theirs.
-    busiest = top_threads(procs, seconds, threads) if threads else None
-    if busiest is None:
-        time.sleep(seconds)
+    threads_before = thread_totals(procs) if threads else None
+    time.sleep(seconds)
+    busiest = (
+        busiest_threads(threads_before, thread_totals(procs), seconds, threads)
+        if threads_before is not None
+        else None
+    )
     groups: dict[str, float] = defaultdict(float)
     for proc in service_processes(roots, temp_dir):
         start = before.get(proc.pid, (proc, 0.0))[1] or 0.0

@@ -31,11 +31,12 @@ from pathlib import Path
 import httpx
 import numpy as np
 
+from app.core.task_vocabulary import TERMINAL_STATUSES
+from app.speech.audio import SAMPLE_RATE as RATE
 from bench.overhead import machine
 from bench.quality import TASK_FORCE_CALLS, _pcm
 
 REPO = Path(__file__).resolve().parent.parent
-RATE = 16000
 
 
 def dense(pcm: np.ndarray, gap_s: float = 0.3) -> np.ndarray:
@@ -67,7 +68,7 @@ def through_service(url: str, name: str, audio: bytes, timeout_s: float) -> dict
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             task = client.get(f"/v1/tasks/{task_id}").json()
-            if task["status"] in ("succeeded", "failed", "cancelled"):
+            if task["status"] in TERMINAL_STATUSES:
                 break
             time.sleep(2)
         else:
