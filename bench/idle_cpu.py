@@ -14,6 +14,11 @@ service" and are reported separately, so the application's share is visible.
 
     python -m bench.idle_cpu                     # 60 s per phase
     python -m bench.idle_cpu --seconds 30 --settle 30
+
+``--models warm --models zero`` compares, in one run, the model deployments kept at one
+replica (the shape before serve_config.yaml scaled them to zero when idle) with the
+shipped rule, its 10-minute delay cut to ``--zero-after`` seconds so the run need not
+wait it out (the measuring window starts once all three have no replica).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 import time
@@ -204,13 +210,37 @@ def main() -> None:
         default=[],
         help="A SERVE_ENV name the `aipp-without` set leaves at Ray's default (repeatable).",
     )
+    parser.add_argument(
+        "--models",
+        action="append",
+        choices=["shipped", "warm", "zero"],
+        help="The model deployments as serve_config.yaml ships them, kept at one replica "
+        "(min_replicas 1), or scaled to zero after --zero-after s (repeatable).",
+    )
+    parser.add_argument("--zero-after", type=float, default=20.0)
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="Rounds over every set and shape, interleaved (a shared machine drifts: the "
+        "same service measured minutes apart differed by up to 40 %%).",
+    )
     args = parser.parse_args()
     sets = args.env_set or ["aipp"]
+    shapes = args.models or ["shipped"]
     results: dict = {"machine": machine(), "runs": {}}
-    for name in sets:
-        results["runs"][name] = run_once(args, name)
-        print(json.dumps({name: results["runs"][name]}, indent=2), flush=True)
-    if {"default", "aipp"} <= set(sets):
+    for round_ in range(args.repeat):
+        for name in sets:
+            for shape in shapes:
+                key = name if shape == "shipped" else f"{name}/{shape}"
+                key += f" #{round_ + 1}" if args.repeat > 1 else ""
+                results["runs"][key] = run_once(args, name, shape)
+                print(json.dumps({key: results["runs"][key]}, indent=2), flush=True)
+    totals: dict[str, list[float]] = defaultdict(list)
+    for key, run in results["runs"].items():
+        totals[key.split(" #")[0]].append(run["nothing_queued"]["total_pct_of_one_core"])
+    results["median_pct_nothing_queued"] = {k: statistics.median(v) for k, v in totals.items()}
+    if {"default", "aipp"} <= set(results["runs"]):
         for phase, figures in results["runs"]["aipp"].items():
             if isinstance(figures, dict) and "total_pct_of_one_core" in figures:
                 a = figures["total_pct_of_one_core"]
@@ -237,7 +267,81 @@ def start_head_with_env(temp_dir: Path, env: dict[str, str]):
                 os.environ[k] = v
 
 
-def run_once(args: argparse.Namespace, env_set: str) -> dict:
+MODEL_DEPLOYMENTS = ("Transcriber", "Summarizer", "Diarizer")
+
+
+def serve_config_for(shape: str, zero_after_s: float, out: Path) -> list[str]:
+    """``aipp serve`` arguments for the model deployments' ``shape``."""
+    if shape == "shipped":
+        return []
+    import yaml
+
+    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    for dep in config["applications"][0]["deployments"]:
+        if dep["name"] in MODEL_DEPLOYMENTS:
+            auto = dep["autoscaling_config"]
+            if shape == "warm":
+                auto["min_replicas"] = 1
+            else:
+                auto.update(min_replicas=0, downscale_to_zero_delay_s=zero_after_s)
+    out.write_text(yaml.safe_dump(config))
+    return ["--config", str(out)]
+
+
+def wait_models_at_zero(svc, timeout_s: float = 600) -> float:
+    """Seconds until no model deployment has a replica (Serve's own view)."""
+    from app.cli.deploy import serve_details
+    from app.core.settings import Settings
+
+    os.environ["RAY_AUTH_MODE"] = "token"  # the dashboard SDK, as the session's clients
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        deps = serve_details(Settings(dashboard_port=svc.dashboard_port))["applications"]["aipp"][
+            "deployments"
+        ]
+        if all(not deps[name]["replicas"] for name in MODEL_DEPLOYMENTS if name in deps):
+            return round(time.monotonic() - t0, 1)
+        time.sleep(2)
+    raise RuntimeError(f"model deployments still up after {timeout_s} s")
+
+
+def timed_task(url: str, instruction: str, diarize: bool, timeout_s: float = 600) -> float:
+    """Seconds from POST /v1/tasks (the JFK clip) to its end; the instruction differs per
+    call so no result comes from the cache."""
+    import httpx
+
+    from app.core.task_vocabulary import TERMINAL_STATUSES
+
+    audio = (REPO / "tests" / "data" / "jfk.flac").read_bytes()
+    t0 = time.perf_counter()
+    with httpx.Client(base_url=url, timeout=120) as client:
+        data = {"instruction": instruction, "diarize": str(diarize).lower()}
+        r = client.post("/v1/tasks", files={"file": ("jfk.flac", audio)}, data=data)
+        r.raise_for_status()
+        task_id = r.json()["id"]
+        while time.perf_counter() - t0 < timeout_s:
+            task = client.get(f"/v1/tasks/{task_id}").json()
+            if task["status"] in TERMINAL_STATUSES:
+                if task["status"] != "succeeded":
+                    raise RuntimeError(f"task {task_id} {task['status']}: {task.get('error')}")
+                return round(time.perf_counter() - t0, 2)
+            time.sleep(0.25)
+    raise TimeoutError(f"task {task_id} not done in {timeout_s} s")
+
+
+def wake_cost(url: str) -> dict:
+    """What scaling to zero costs the next caller: the same 11 s task with the models at
+    zero (a cold start) and right after (warm), then with diarization, whose Diarizer the
+    first two left at zero."""
+    return {
+        "task_cold_s": timed_task(url, "Summarize (cold).", False),
+        "task_warm_s": timed_task(url, "Summarize (warm).", False),
+        "diarized_cold_diarizer_s": timed_task(url, "Who spoke (cold).", True),
+        "diarized_warm_s": timed_task(url, "Who spoke (warm).", True),
+    }
+
+
+def run_once(args: argparse.Namespace, env_set: str, shape: str = "shipped") -> dict:
     from app.core.ray_env import RAY_DEFAULT_ENV, SERVE_ENV
     from tests.cluster_fixtures import start_service, stop_cluster
 
@@ -248,13 +352,18 @@ def run_once(args: argparse.Namespace, env_set: str) -> dict:
         for key in args.without:
             env[key] = RAY_DEFAULT_ENV[key]
     cluster = start_head_with_env(temp_dir, env)
-    results: dict = {"env": env}
+    results: dict = {"env": env, "models": shape}
     try:
-        svc, proc = start_service(cluster, tmp / "data", env, tmp / "serve.log")
+        serve_args = serve_config_for(shape, args.zero_after, tmp / "serve_config.yaml")
+        svc, proc = start_service(cluster, tmp / "data", env, tmp / "serve.log", 600, serve_args)
         try:
             roots = [psutil.Process(proc.pid)]
+            if shape == "zero":
+                results["models_at_zero_after_s"] = wait_models_at_zero(svc)
             time.sleep(args.settle)
             results["nothing_queued"] = measure(roots, temp_dir, args.seconds, args.threads)
+            if shape == "zero":
+                results["wake"] = wake_cost(svc.url)
             if args.queued:  # --queued 0: the idle phase only
                 queue_waiting_tasks(tmp / "data", args.queued)
                 time.sleep(5)

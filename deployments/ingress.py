@@ -22,16 +22,18 @@ from app.tasks.pipeline import Pipeline
 @serve.deployment(name="Ingress", ray_actor_options={"num_cpus": 0.1})
 @serve.ingress()
 class Ingress:
-    def __init__(
+    async def __init__(
         self,
         transcriber: DeploymentHandle,
         summarizer: DeploymentHandle,
         runner: DeploymentHandle | None = None,
         diarizer: DeploymentHandle | None = None,
     ) -> None:
+        # async: Serve runs it on the replica's event loop, where the model-id task lives.
         settings = get_settings()
         self.pipeline = Pipeline(transcriber, summarizer, diarizer)
         models = ModelRegistry(self.pipeline.ready, settings.model_ids_ttl_s)
+        self._learning_models = models.learn_in_background()
         self.door = TaskDoor.from_settings(settings, models, self._waker(runner))
 
     @staticmethod

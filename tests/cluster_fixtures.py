@@ -122,6 +122,7 @@ def start_service(
     extra_env: dict[str, str],
     log: Path,
     timeout_s: float = 600,
+    serve_args: list[str] | None = None,
 ) -> tuple[Service, subprocess.Popen]:
     port = free_port()
     dash_port = int(cluster.dashboard_url.rsplit(":", 1)[1])
@@ -137,7 +138,7 @@ def start_service(
     env.update(extra_env)
     logf = log.open("w")
     proc = subprocess.Popen(
-        [str(BIN / "aipp"), "serve", "--address", cluster.gcs_address],
+        [str(BIN / "aipp"), "serve", "--address", cluster.gcs_address, *(serve_args or [])],
         env=env,
         stdout=logf,
         stderr=subprocess.STDOUT,

@@ -310,7 +310,14 @@ def test_serve_autoscaling_on_ongoing_requests_in_phase3(rendered):
     for name, dep in _deployments(_serve_cfg(3, rendered[3])).items():
         auto = dep["autoscaling_config"]
         assert auto["target_ongoing_requests"] > 0, name
-        assert 0 < auto["min_replicas"] <= auto["max_replicas"], name
+        assert 0 <= auto["min_replicas"] <= auto["max_replicas"], name
+        if auto["min_replicas"] == 0:  # idle scale-to-zero: starts warm, waits minutes
+            assert auto["initial_replicas"] >= 1, name
+            assert auto["downscale_to_zero_delay_s"] >= 60, name
+    # GPU replicas stay warm: a vLLM replica takes minutes to come back.
+    gpu = _deployments(_serve_cfg(3, rendered[3]))
+    assert gpu["Transcriber"]["autoscaling_config"]["min_replicas"] >= 1
+    assert gpu["Summarizer"]["autoscaling_config"]["min_replicas"] >= 1
 
 
 def test_unknown_serve_keys_are_refused():

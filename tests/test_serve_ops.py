@@ -170,3 +170,53 @@ def test_transcriber_scales_with_queue_length(service, client, tmp_path, restore
     assert running_replicas(service, "Transcriber") == 1, serve_app(service)["deployments"][
         "Transcriber"
     ]
+
+
+def replicas_of(service, deployment: str) -> int:
+    """Replicas in any state (starting, running, stopping): 0 once scaled to zero."""
+    return len(serve_app(service)["deployments"][deployment]["replicas"])
+
+
+def test_an_idle_model_deployment_scales_to_zero_and_wakes(
+    service, client, tmp_path, restore_config
+):
+    """serve_config.yaml's idle rule with its delay cut from 10 minutes to seconds: the
+    Transcriber goes to zero replicas; readiness keeps answering ready for longer than
+    the model-id TTL without waking it; the next transcription starts one and succeeds."""
+    config = copy.deepcopy(BASE_CONFIG)
+    auto = deployment_of(config, "Transcriber")["autoscaling_config"]
+    assert auto["min_replicas"] == 0 and auto["downscale_to_zero_delay_s"] > 0  # as shipped
+    auto.update({"downscale_to_zero_delay_s": 3, "look_back_period_s": 3})
+    apply_config(service, config, tmp_path)
+
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and replicas_of(service, "Transcriber") > 0:
+        assert client.get("/readyz", timeout=30).status_code == 200
+        time.sleep(1)
+    assert replicas_of(service, "Transcriber") == 0, serve_app(service)["deployments"][
+        "Transcriber"
+    ]
+
+    # Probes past the model-id TTL (60 s): the registry refreshes from Serve's status,
+    # not from a call that would count as traffic and start a replica.
+    probes = []
+    watch_until = time.monotonic() + 75
+    while time.monotonic() < watch_until:
+        ready = client.get("/readyz", timeout=30)
+        probes.append(ready.status_code)
+        assert ready.json()["models"]["stt"]["model"], ready.json()
+        assert replicas_of(service, "Transcriber") == 0
+        time.sleep(3)
+    assert set(probes) == {200}
+
+    woke = time.monotonic()
+    r = client.post(
+        "/v1/audio/transcriptions",
+        timeout=600,
+        files={"file": ("jfk.flac", (DATA / "jfk.flac").read_bytes())},
+        data={"model": "whisper-1"},
+    )
+    assert r.status_code == 200, r.text
+    assert "ask not what your country" in r.json()["text"].lower()
+    assert running_replicas(service, "Transcriber") == 1
+    print(f"cold start + JFK transcription: {time.monotonic() - woke:.1f} s")

@@ -30,10 +30,16 @@ async def healthz() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/readyz", tags=["health"], summary="Readiness: both models are loaded")
+@router.get(
+    "/readyz",
+    tags=["health"],
+    summary="Readiness: every model deployment is serving or can start on demand",
+)
 async def readyz(models_registry: ModelsDep):
     try:
-        # The registry's TTL: probes every few seconds cost no model round trips.
+        # The registry's TTL: probes every few seconds cost no model round trips, and
+        # past it only a deploy makes the models answer again (Pipeline.ready), so a
+        # probe never wakes a model deployment that scaled to zero.
         models = await asyncio.wait_for(models_registry.info(), timeout=5)
     except Exception as exc:  # a replica still starting or dead
         return JSONResponse(

@@ -1,17 +1,23 @@
 """The model-id registry: which models the deployments serve, cached with a TTL.
 
 One source for readiness (``/readyz``), the runner (cache keys, so a model
-upgrade is a different cache entry) and ``/v1/models``. Asking the deployments
-costs two handle calls, so answers are kept for ``ttl_s``; a failure is never
-cached (a starting replica is retried on the next call).
+upgrade is a different cache entry) and ``/v1/models``. Answers are kept for
+``ttl_s``; a failure is never cached (a starting replica is retried on the next
+call). Past the TTL, ``Pipeline.ready`` asks Serve's controller first and the
+model deployments only after a deploy, so probes never wake a model deployment
+that scaled to zero.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
+
+logger = logging.getLogger(__name__)
 
 
 class ModelRegistry:
@@ -35,6 +41,23 @@ class ModelRegistry:
             info = await self._fetch()
             self._info, self._at = info, time.monotonic()
             return info
+
+    def learn_in_background(self, retry_s: float = 5.0) -> asyncio.Task:
+        """Ask now, on a replica's start, while the model deployments that start with the
+        app are up (retrying until they answer). A registry that first asked later might
+        find a model deployment scaled to zero and wake it only to learn its id (the
+        Diarizer, for a task that does not diarize)."""
+
+        async def learn() -> None:
+            while True:
+                try:
+                    await self.info(max_age_s=math.inf)
+                    return
+                except Exception as exc:  # replicas still starting
+                    logger.info("model ids not known yet (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(retry_s)
+
+        return asyncio.get_running_loop().create_task(learn(), name="model-ids")
 
     async def ids(self, max_age_s: float | None = None) -> dict[str, str | None]:
         """``{role: model id}`` for every model that shapes a result (the cache key), the

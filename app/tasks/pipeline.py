@@ -43,6 +43,7 @@ from app.speech.audio import AudioError
 from app.speech.diarize import DiarizeOptions, assign_speakers, display_names, speaker_text
 from app.speech.engines import TranscribeProgress
 from app.speech.stt import SttOptions
+from app.tasks.serve_state import app_state
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,10 @@ class Pipeline:
         self.transcriber = transcriber
         self.summarizer = summarizer
         self.diarizer = diarizer
+        # The model deployments' last answer to ``info`` and the app deployment it
+        # belongs to (see :meth:`ready`).
+        self._known: dict | None = None
+        self._known_deployed_at: float | None = None
 
     @property
     def has_diarizer(self) -> bool:
@@ -379,13 +384,29 @@ class Pipeline:
         """Every model deployment's info: ``{"stt", "llm", "diarizer"}`` (the cache key).
 
         ``"diarizer"`` is ``None`` in an app without a Diarizer; with one, this waits
-        for it too, as a diarized task would.
+        for it too, as a diarized task would. The deployments are asked only when their
+        answer can have changed: the first time, and after the app was deployed again
+        (a new model, prompt or setting). In between, Serve's controller says whether
+        each is still serving, so a readiness probe never wakes a model deployment that
+        scaled to zero when idle, nor keeps one from getting there.
         """
+        roles = {"stt": self.transcriber, "llm": self.summarizer, "diarizer": self.diarizer}
+        app_name = getattr(self.transcriber, "app_name", None)
+        state = await asyncio.to_thread(app_state, app_name) if app_name else None
+        if state is not None:
+            names = {getattr(h, "deployment_name", "") for h in roles.values() if h is not None}
+            sick = {n: why for n, why in state.not_serving.items() if n in names}
+            if sick:
+                raise RuntimeError(f"model deployments not serving: {sick}")
+            if self._known is not None and state.deployed_at == self._known_deployed_at:
+                return self._known
         calls = [self.transcriber.info.remote(), self.summarizer.info.remote()]
         if self.diarizer is not None:
             calls.append(self.diarizer.info.remote())
         stt, llm, *diar = await asyncio.gather(*calls)
-        return {"stt": stt, "llm": llm, "diarizer": diar[0] if diar else None}
+        info = {"stt": stt, "llm": llm, "diarizer": diar[0] if diar else None}
+        self._known, self._known_deployed_at = info, state.deployed_at if state else None
+        return info
 
 
 async def _tell(on_progress: ProgressCallback, tick: TranscribeProgress) -> None:

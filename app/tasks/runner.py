@@ -86,6 +86,7 @@ class TaskWorker:
             loop.create_task(self.webhooks.run(), name="webhook-outbox"),
             loop.create_task(self._listen(), name="runner-wakeups"),
             loop.create_task(self._housekeeping(), name="task-housekeeping"),
+            self.models.learn_in_background(),
         ]
 
     async def stop(self) -> None:
