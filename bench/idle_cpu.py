@@ -276,7 +276,9 @@ def serve_config_for(shape: str, zero_after_s: float, out: Path) -> list[str]:
         return []
     import yaml
 
-    config = yaml.safe_load((REPO / "serve_config.yaml").read_text())
+    from app.cli.deploy import load_config
+
+    config = load_config()
     for dep in config["applications"][0]["deployments"]:
         if dep["name"] in MODEL_DEPLOYMENTS:
             auto = dep["autoscaling_config"]

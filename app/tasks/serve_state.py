@@ -24,8 +24,6 @@ class AppState:
     deployed_at: float
     #: deployment name -> "STATUS: message", for those not serving.
     not_serving: dict[str, str] = field(default_factory=dict)
-    #: deployment name -> replicas in any state (0: scaled to zero).
-    replicas: dict[str, int] = field(default_factory=dict)
 
 
 def app_state(app_name: str) -> AppState | None:
@@ -39,13 +37,12 @@ def app_state(app_name: str) -> AppState | None:
         return None
     if app is None:
         return None
-    not_serving, replicas = {}, {}
+    not_serving = {}
     for name, dep in app.deployments.items():
         status = str(getattr(dep.status, "value", dep.status))
         if status not in SERVING:
             not_serving[name] = f"{status}: {dep.message}".strip()
-        replicas[name] = sum(int(n) for n in dep.replica_states.values())
-    return AppState(float(app.last_deployed_time_s), not_serving, replicas)
+    return AppState(float(app.last_deployed_time_s), not_serving)
 
 
 __all__ = ["AppState", "SERVING", "app_state"]
