@@ -19,6 +19,7 @@ import json
 import sys
 import threading
 import time
+from pathlib import Path
 
 from ray import serve
 
@@ -103,6 +104,21 @@ def burst(handle, clients: int, seconds: float, until_upscale: bool) -> dict:
     return {"asked": asked, "took_s": round(time.monotonic() - t0, 1), "states": states[-6:]}
 
 
+def controller_decisions() -> list[str]:
+    """The Serve controller's scaling log lines for the probe, with the ongoing-request
+    total each decision saw: what a failed check needs to tell a metrics artefact from
+    a real queue."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "serve"
+    lines = []
+    for log in sorted(logs.glob("controller_*.log")):
+        for line in log.read_text(errors="replace").splitlines():
+            if PROBE in line and ("Upscaling" in line or "Downscaling" in line):
+                lines.append(line[-220:])
+    return lines[-6:]
+
+
 def main() -> None:
     import ray
 
@@ -110,14 +126,16 @@ def main() -> None:
     stt = deps["Transcriber"]
     batch, wait_s = stt_batch()
     auto = dict(stt["autoscaling_config"])
-    from tests.cluster_fixtures import free_port
 
     ray.init(address="auto", log_to_driver=False)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     # Serve's HTTP options are fixed when Serve starts: one started here would leave a
     # later `aipp serve` on this cluster without a proxy on its port, so it goes again.
+    # The probe is called through its handle, so it starts no proxy (whose start timed
+    # out on a loaded machine).
     started_here = not serve_running()
-    serve.start(http_options={"host": "127.0.0.1", "port": free_port()})
+    if started_here:
+        serve.start(proxy_location="Disabled")
     probe = GpuBatchProbe.options(
         max_ongoing_requests=stt["max_ongoing_requests"],
         max_queued_requests=stt.get("max_queued_requests", -1),
@@ -129,6 +147,7 @@ def main() -> None:
         # and wait out upscale_delay_s.
         one = burst(handle, batch, auto["upscale_delay_s"] + 20, until_upscale=False)
         sizes = handle.batch_sizes.remote().result(timeout_s=60)
+        one["decisions"] = controller_decisions()
     finally:
         serve.delete(APP)
         if started_here:
