@@ -81,11 +81,15 @@ def wer(ref: str, hyp: str) -> float:
 
 
 def language_id(router, windows: int) -> dict:
-    from app.speech.languages import detect
+    """``detected``: as shipped, the audio's guess checked on its words when unsure
+    (``app.speech.languages.confirmed``); ``audio``: the audio's guess alone (the
+    previous code, the baseline)."""
+    from app.speech.languages import confirmed, detect
 
     rows = []
     for name, lang, pcm in clips():
-        found = detect(router.multi.model, pcm, None, windows)
+        heard = detect(router.multi.model, pcm, None, windows)
+        found = confirmed(router.multi.model, pcm, heard, None)
         seconds = round(pcm.shape[0] / RATE, 1)
         rows.append(
             {
@@ -94,15 +98,19 @@ def language_id(router, windows: int) -> dict:
                 "truth": lang,
                 "detected": found.language,
                 "probability": found.probability,
+                "audio": heard.language,
+                "audio_probability": heard.probability,
+                "audio_detect_s": heard.detect_s,
                 "detect_s": found.detect_s,
+                "text_check": found.text_check,
                 "long": seconds >= 10,
             }
         )
     longs = [r for r in rows if r["long"]]
     shorts = [r for r in rows if not r["long"]]
 
-    def accuracy(rs):
-        return round(sum(r["truth"] == r["detected"] for r in rs) / max(1, len(rs)), 3)
+    def accuracy(rs, key="detected"):
+        return round(sum(r["truth"] == r[key] for r in rs) / max(1, len(rs)), 3)
 
     mixed = detect(router.multi.model, _pcm(DATA / "multilingual.mp3"), None, windows)
     routed = []  # the default path (English first): the language the transcript gets
@@ -121,9 +129,11 @@ def language_id(router, windows: int) -> dict:
     return {
         "clips": rows,
         "accuracy_ge_10s": accuracy(longs),
+        "audio_only_accuracy_ge_10s": accuracy(longs, "audio"),
         "n_ge_10s": len(longs),
         "languages_ge_10s": sorted({r["truth"] for r in longs}),
         "accuracy_short": accuracy(shorts),
+        "audio_only_accuracy_short": accuracy(shorts, "audio"),
         "n_short": len(shorts),
         "code_switch_multilingual_mp3": mixed.languages,
         "routed": routed,

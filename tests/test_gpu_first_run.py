@@ -425,10 +425,11 @@ def test_a_burst_of_one_batch_is_batched_by_one_replica(ray_cluster):
 
     The live controller once (in one CI run of many) asked for a second replica during
     one batch, which 8 closed-loop callers cannot hold above a target of 12: an artefact
-    of its handle-metrics merge on a loaded machine, not seen in 14 runs since, quiet or under a busy loop. So a burst
-    that asks is run once more, and the check fails only if the second asks too; a config
-    whose target sits at or under a batch asks every time (the decision itself is pinned
-    on Serve's policy below). The first run's controller lines go in the message."""
+    of its handle-metrics merge on a loaded machine, not seen in 14 runs since, quiet or
+    under a busy loop. So a burst that asks is run once more, and the check fails only if
+    the second asks too; a config whose target sits at or under a batch asks every time
+    (the decision itself is pinned on Serve's policy below). The first run's controller
+    lines go in the message."""
     result = run_batch_probe(ray_cluster)
     first = result["one_batch"]
     if first["asked"]:

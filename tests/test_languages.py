@@ -116,6 +116,29 @@ def test_each_language_is_detected_on_real_speech(router, clip, language):
     assert found.language == language, (clip, found.languages, found.probability)
 
 
+def test_an_unsure_audio_guess_is_settled_by_its_words(router):
+    # Whisper base hears this Finnish reading as Latin (0.63), Finnish not in its top
+    # four; the words it writes under the Latin token are Finnish to a text identifier.
+    from app.speech.audio import decode
+    from app.speech.languages import CONFIRM_BELOW, confirmed, detect
+
+    pcm = decode((READINGS / "readalongs_fi.ogg").read_bytes())
+    heard = detect(router.multi.model, pcm)
+    assert heard.probability < CONFIRM_BELOW, heard
+    found = confirmed(router.multi.model, pcm, heard, None)
+    assert found.language == "fi", (heard, found)
+    assert found.text_check["audio_language"] == heard.language
+    assert found.text_check["text_language"] == "fi"
+    # The default path (English first) labels the transcript the same, and says why.
+    routed = router.transcribe_pcm(pcm, SttOptions())
+    assert routed.language == "fi" and routed.detection.model == "whisper-base"
+    assert routed.detection.text_check["text_language"] == "fi"
+    # A sure guess is not read again.
+    german = detect(router.multi.model, decode(GERMAN.read_bytes()))
+    assert german.probability >= CONFIRM_BELOW
+    assert confirmed(router.multi.model, pcm, german, None) is german
+
+
 def test_a_fallback_decode_is_doubt_even_when_its_sample_scores_well(router):
     # tiny.en on a French reading, greedy decoding rejected by Whisper's own checks: the
     # fallback sampled "Bye bye." over and over at a log-probability that looks English

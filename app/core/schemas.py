@@ -82,6 +82,13 @@ class LanguageDetection(BaseModel):
     allowed: list[str] | None = Field(None, description="The caller's expected languages.")
     model: str = Field(description="The Whisper model that wrote the transcript.")
     detect_s: float = Field(0.0, description="Seconds spent detecting.")
+    text_check: dict | None = Field(
+        None,
+        description="When the audio's best guess was unsure (below 0.8): what the audio "
+        "said (`audio_language`, `audio_probability`) and what a text language "
+        "identifier said of the words written for it (`text_language`, "
+        "`text_probability`); the text wins when it is sure (0.9) of another language.",
+    )
 
 
 class Transcript(BaseModel):

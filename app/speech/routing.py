@@ -28,6 +28,7 @@ from app.speech.audio import decode
 from app.speech.languages import (
     DOUBT_LOGPROB,
     Detection,
+    confirmed,
     detect,
     detect_at,
     doubtful_starts,
@@ -103,9 +104,11 @@ class LanguageRouter:
         if not speech_regions(pcm):  # nothing to listen to: the default model, as before
             engine = self._engine_for("en", opts.task)
             return Route(engine, opts, "model")
-        return self._routed(detect(self.multi.model, pcm, opts.languages, self.max_windows), opts)
+        found = detect(self.multi.model, pcm, opts.languages, self.max_windows)
+        return self._routed(pcm, found, opts)
 
-    def _routed(self, found: Detection, opts: SttOptions) -> Route:
+    def _routed(self, pcm: np.ndarray, found: Detection, opts: SttOptions) -> Route:
+        found = confirmed(self.multi.model, pcm, found, opts.languages)
         if found.mixed:
             # Code-switching: per-window detection on the multilingual model. With a list
             # of expected languages, a window is still free to pick another one.
@@ -171,7 +174,7 @@ class LanguageRouter:
         if sum(s.end - s.start for s in sure) >= MIN_ENGLISH_S:
             check = detect_at(self.multi.model, pcm, [sure[0].start], opts.languages)
             found = merged(found, check)
-        route = self._routed(found, opts)
+        route = self._routed(pcm, found, opts)
         transcript = route.engine.transcribe_pcm(pcm, route.options, on_progress=on_progress)
         return self._labelled(transcript, route), route.engine.model_name
 
@@ -211,6 +214,7 @@ class LanguageRouter:
             allowed=route.options.languages,
             model=route.engine.model_name,
             detect_s=found.detect_s if found else 0.0,
+            text_check=found.text_check if found else None,
         )
         return transcript.model_copy(update=update | {"detection": detection})
 
