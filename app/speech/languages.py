@@ -226,6 +226,23 @@ def confirmed(model, pcm: np.ndarray, found: Detection, allowed: list[str] | Non
     return Detection(language, round(prob, 4), windows, round(spent, 4), check)
 
 
+def unwritten_speech(segments: list, pcm: np.ndarray) -> list[tuple[int, int]]:
+    """Speech the segments left out: for each stretch of :data:`MIN_GAP_S` or more
+    without a segment that holds :data:`MIN_GAP_SPEECH_S` of speech (Silero VAD), the
+    samples from its first to its last speech."""
+    edges = [0.0] + [t for s in segments for t in (s.start, s.end)]
+    edges.append(pcm.shape[0] / SAMPLE_RATE)
+    out = []
+    for a, b in zip(edges[0::2], edges[1::2], strict=True):
+        if b - a < MIN_GAP_S:
+            continue
+        lo = int(a * SAMPLE_RATE)
+        regions = speech_regions(pcm[lo : int(b * SAMPLE_RATE)])
+        if sum(e - s for s, e in regions) >= MIN_GAP_SPEECH_S * SAMPLE_RATE:
+            out.append((lo + regions[0][0], lo + regions[-1][1]))
+    return out
+
+
 def doubtful_starts(transcript: Transcript, pcm: np.ndarray, max_windows: int) -> list[float]:
     """Where an English-only model's transcript may hide another language: segments it
     was unsure of (``avg_logprob`` below :data:`DOUBT_LOGPROB`, or written only at a
@@ -245,15 +262,7 @@ def doubtful_starts(transcript: Transcript, pcm: np.ndarray, max_windows: int) -
         for s in transcript.segments
         if (s.avg_logprob or 0.0) < DOUBT_LOGPROB or (s.temperature or 0.0) > 0.0
     ]
-    edges = [0.0] + [t for s in transcript.segments for t in (s.start, s.end)]
-    edges.append(pcm.shape[0] / SAMPLE_RATE)
-    for a, b in zip(edges[0::2], edges[1::2], strict=True):
-        if b - a < MIN_GAP_S:
-            continue
-        gap = pcm[int(a * SAMPLE_RATE) : int(b * SAMPLE_RATE)]
-        regions = speech_regions(gap)
-        if sum(e - s for s, e in regions) >= MIN_GAP_SPEECH_S * SAMPLE_RATE:
-            starts.append(a + regions[0][0] / SAMPLE_RATE)
+    starts += [a / SAMPLE_RATE for a, _ in unwritten_speech(transcript.segments, pcm)]
     picked: list[float] = []
     for start in sorted(starts):
         if not picked or start - picked[-1] >= WINDOW_S:
@@ -271,4 +280,5 @@ __all__ = [
     "merged",
     "speech_regions",
     "text_language",
+    "unwritten_speech",
 ]

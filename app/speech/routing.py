@@ -24,8 +24,9 @@ import time
 import numpy as np
 
 from app.core.schemas import LanguageDetection, LanguageWindow, TranscribeOutput, Transcript
-from app.speech.audio import decode
+from app.speech.audio import SAMPLE_RATE, decode
 from app.speech.languages import (
+    CONFIRM_BELOW,
     DOUBT_LOGPROB,
     Detection,
     confirmed,
@@ -172,8 +173,15 @@ class LanguageRouter:
             if (s.avg_logprob or 0.0) >= DOUBT_LOGPROB and not s.temperature
         ]
         if sum(s.end - s.start for s in sure) >= MIN_ENGLISH_S:
-            check = detect_at(self.multi.model, pcm, [sure[0].start], opts.languages)
-            found = merged(found, check)
+            # Only the audio it was sure of: a 30 s window from the first sure segment
+            # could be mostly another language's speech, or mostly padding at the end of
+            # the file. And only a sure answer counts.
+            spans = [(int(s.start * SAMPLE_RATE), int(s.end * SAMPLE_RATE)) for s in sure]
+            heard = np.concatenate([pcm[a:b] for a, b in spans])
+            check = detect_at(self.multi.model, heard, [0.0], opts.languages)
+            if check.probability >= CONFIRM_BELOW:
+                at = [dataclasses.replace(w, start_s=sure[0].start) for w in check.windows]
+                found = merged(found, dataclasses.replace(check, windows=at))
         route = self._routed(pcm, found, opts)
         transcript = route.engine.transcribe_pcm(pcm, route.options, on_progress=on_progress)
         return self._labelled(transcript, route), route.engine.model_name

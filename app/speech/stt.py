@@ -46,11 +46,6 @@ class SttOptions:
     multilingual: bool = False
 
 
-#: Speech left without a segment for this long is decoded again (``_fill_gaps``).
-GAP_S = 3.0
-GAP_SPEECH_S = 2.0
-
-
 class SpeechToText:
     def __init__(
         self,
@@ -162,23 +157,15 @@ class SpeechToText:
         Whisper can end a 30 s window after its first line (a lone timestamp token) and
         seek past the rest: on multilingual.mp3 the multilingual model wrote nothing for
         the 27 s of German after the English, with the language detected per window or
-        forced to German (seen on an AVX-512 CPU; earlier machines wrote it). A gap of
-        :data:`GAP_S` or more holding :data:`GAP_SPEECH_S` of speech (Silero VAD) is
-        decoded again from its first to its last speech; pauses cost one VAD pass.
+        forced to German (seen on an AVX-512 CPU; earlier machines wrote it). Each
+        stretch of speech left without a segment
+        (:func:`~app.speech.languages.unwritten_speech`) is decoded again; pauses cost
+        one VAD pass.
         """
-        from app.speech.languages import speech_regions
+        from app.speech.languages import unwritten_speech
 
-        duration = pcm.shape[0] / SAMPLE_RATE
-        edges = [0.0] + [t for seg in segments for t in (seg.start, seg.end)] + [duration]
         added: list[Segment] = []
-        for a, b in zip(edges[0::2], edges[1::2], strict=True):
-            if b - a < GAP_S:
-                continue
-            lo = int(a * SAMPLE_RATE)
-            regions = speech_regions(pcm[lo : int(b * SAMPLE_RATE)])
-            if sum(e - s for s, e in regions) < GAP_SPEECH_S * SAMPLE_RATE:
-                continue
-            start, end = lo + regions[0][0], lo + regions[-1][1]
+        for start, end in unwritten_speech(segments, pcm):
             pieces, _ = self.model.transcribe(pcm[start:end], **kwargs)
             offset = -start / SAMPLE_RATE
             added += [_segment(0, p, offset, word_timestamps) for p in pieces if p.text.strip()]
