@@ -16,7 +16,8 @@ on these only, ``--tune`` prints the sweep):
 - ``ami_dev00``, ``ami_dev01``: two-speaker AMI excerpts (pyannote-audio's dev files,
   CC BY 4.0) in bench/data/diarization/, and the same through a simulated telephone
   channel (8 kHz, mu-law, back to 16 kHz), suffix ``+tel``;
-- all three through a simulated far-field room (``+far``, below).
+- all three through a simulated far-field room (``+far``, below), and the three
+  mixtures through a meeting room at 1.5 m (``+room``, below).
 
 **Held-out set** (never used for a choice): the AMI meeting minute in
 bench/data/ami_remote/ (four speakers, overlapping; pyannote-audio's ``seriously``
@@ -24,6 +25,11 @@ tutorial, from AMI's remote-control design meetings): the whole minute, its two 
 (``/a``, ``/b``: counts differ per half), and the whole minute through the telephone
 channel (``+tel``) and through a simulated far-field room (``+far``: a synthetic
 reverberant impulse response, RT60 0.6 s, plus noise at 15 dB SNR; fixed seed).
+``+far`` is a worst case: its echo is 28 dB louder than the direct sound, a diffuse
+field no table microphone hears. ``+room`` (:func:`meeting_room`) puts each of the four
+people, from their own headset track, at 1.0-2.0 m from one microphone in an 80 m^3
+room with the same RT60 and noise, the echo scaled by distance (direct-to-reverberant
+ratio -3.6 to -9.7 dB, Sabine's critical distance).
 
     python -m bench.diarization --runs 1 --json /tmp/diar.json
     python -m bench.diarization --tune          # the dev-set sweep behind the defaults
@@ -92,6 +98,60 @@ def far_field(pcm: np.ndarray, rt60: float = 0.6, snr_db: float = 15.0) -> np.nd
     return (0.5 * out / (np.max(np.abs(out)) + 1e-9)).astype(np.float32)
 
 
+SOUND_SPEED = 343.0  # m/s
+
+
+def critical_distance(volume_m3: float, rt60: float) -> float:
+    """Where direct and reverberant sound are equally loud (Sabine: 0.057 sqrt(V / T60))."""
+    return 0.057 * float(np.sqrt(volume_m3 / rt60))
+
+
+def room_impulse(distance_m: float, rng, rt60: float = 0.6, volume_m3: float = 80.0) -> np.ndarray:
+    """One talker's path to a table microphone: the direct sound after its travel time,
+    then a decaying diffuse tail (from 2.5 ms on) whose energy against the direct sound
+    follows the distance (DRR = (r_c / r)^2), and 1/r loudness."""
+    n = int(rt60 * RATE)
+    delay = int(distance_m / SOUND_SPEED * RATE)
+    gap = int(0.0025 * RATE)
+    t = np.arange(n - gap) / RATE
+    tail = rng.standard_normal(n - gap) * np.exp(-6.9 * t / rt60)
+    drr = (critical_distance(volume_m3, rt60) / distance_m) ** 2
+    tail *= np.sqrt(1.0 / (drr * np.sum(tail**2)))
+    rir = np.zeros(delay + n)
+    rir[delay] = 1.0
+    rir[delay + gap :] = tail
+    return rir / distance_m
+
+
+def meeting_room(
+    talkers: list[np.ndarray],
+    distances_m: list[float],
+    rt60: float = 0.6,
+    volume_m3: float = 80.0,
+    snr_db: float = 15.0,
+) -> np.ndarray:
+    """Talkers at their own distances from one microphone in one room, plus white noise.
+
+    ``far_field`` gives every sound a tail 28 dB louder than its direct path (a diffuse
+    field only: no real meeting microphone hears that). Here the direct-to-reverberant
+    ratio follows the room: with RT60 0.6 s and 80 m^3 the critical distance is 0.66 m,
+    so a talker 1 m away arrives at -3.6 dB and one 2 m away at -9.7 dB. Seeded."""
+    from scipy.signal import fftconvolve
+
+    rng = np.random.default_rng(29)
+    wet = sum(
+        fftconvolve(x, room_impulse(r, rng, rt60, volume_m3))[: len(x)]
+        for x, r in zip(talkers, distances_m, strict=True)
+    )
+    wet /= np.max(np.abs(wet)) + 1e-9
+    noise = rng.standard_normal(len(wet)) * np.sqrt(np.mean(wet**2) / 10 ** (snr_db / 10))
+    out = wet + noise
+    return (0.5 * out / (np.max(np.abs(out)) + 1e-9)).astype(np.float32)
+
+
+TALKER_DISTANCES_M = [1.0, 1.3, 1.6, 2.0]  # four people round a table microphone
+
+
 def crop(ref: list, start: float, end: float) -> list:
     """Reference turns inside [start, end), shifted to start at 0."""
     return [
@@ -121,6 +181,9 @@ def dev_clips() -> list[tuple[str, bytes, list]]:
     for name, data, ref in list(out):
         if "+tel" not in name:
             out.append((f"{name}+far", _wav(far_field(decode(data))), ref))
+    for name, data, ref in list(out):
+        if "+" not in name:  # the mixture only: one talker position for everyone
+            out.append((f"{name}+room", _wav(meeting_room([decode(data)], [1.5])), ref))
     return out
 
 
@@ -135,12 +198,15 @@ def heldout_clips() -> list[tuple[str, bytes, list]]:
     ref = read_rttm((AMI_MEETING / "mixture.rttm").read_text())
     pcm = decode(data)
     half = len(pcm) // 2
+    # each person's own headset track, so each gets their own distance and echo
+    talkers = [decode((AMI_MEETING / f"source{i}.flac").read_bytes()) for i in range(4)]
     return [
         ("ami_meeting", data, ref),
         ("ami_meeting/a", _wav(pcm[:half]), crop(ref, 0.0, half / RATE)),
         ("ami_meeting/b", _wav(pcm[half:]), crop(ref, half / RATE, len(pcm) / RATE)),
         ("ami_meeting+tel", _wav(telephone(pcm)), ref),
         ("ami_meeting+far", _wav(far_field(pcm)), ref),
+        ("ami_meeting+room", _wav(meeting_room(talkers, TALKER_DISTANCES_M)), ref),
     ]
 
 

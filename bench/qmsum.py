@@ -113,9 +113,14 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
-def is_verbatim(point: str, lines: list[list[str]]) -> bool:
-    """Most of the point's words are one contiguous run of a single transcript line."""
-    words = _words(point)
+def is_verbatim(point: str, lines: list[list[str]], speakers: set[str] = frozenset()) -> bool:
+    """Most of the point's words are one contiguous run of a single transcript line.
+
+    Words of a speaker's name in front are not counted: "Project Manager there's the
+    minutes from the first meeting." copies its line as much as the line alone does."""
+    from app.llm.answers import without_speaker  # the summarizer's own copy check
+
+    words = without_speaker(_words(point), speakers)
     if not words:
         return False
     for line in lines:
@@ -188,6 +193,7 @@ def score(meeting: dict, segments: list[dict], starts: dict, summary, seconds: f
     end_s = segments[-1]["end"]
     text = output_text(summary)
     lines = [_words(s["text"]) for s in segments]
+    speakers = {w for s in segments for w in _words(s.get("speaker") or "")}
     points = list(summary.key_points)
     chapters = list(getattr(summary, "chapters", None) or [])
     hyp = [c.start for c in chapters[1:] if c.start is not None]
@@ -199,7 +205,7 @@ def score(meeting: dict, segments: list[dict], starts: dict, summary, seconds: f
         "ref_boundaries": len(ref),
         "titles": [c.title for c in chapters],
         "key_points": len(points),
-        "verbatim_points": sum(is_verbatim(p, lines) for p in points),
+        "verbatim_points": sum(is_verbatim(p, lines, speakers) for p in points),
         "words": len(text.split()),
         "method": getattr(summary, "method", "llm"),
         "seconds": round(seconds, 1),

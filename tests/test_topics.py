@@ -13,12 +13,16 @@ import pytest
 from app.core.model_assets import resolve_llm_model
 from app.core.settings import Settings
 from app.llm.answers import (
+    Item,
     Part,
     SummaryStats,
     copies_line,
     echoes_prompt,
+    extractive_part,
     ground_answer,
     points_from_summary,
+    says_nothing,
+    supported_sentences,
 )
 from app.llm.chunking import chunk_segments, names_a_topic
 from app.llm.engines import LlamaCppEngine
@@ -74,6 +78,24 @@ def test_titles_are_phrases_not_keyword_lists():
         assert names_a_topic(title), title
 
 
+def test_a_copied_line_behind_its_speaker_s_name_is_still_a_copy():
+    """Seen on QMSum val (TS3010b): "Project Manager there's the minutes from the first
+    meeting." for the Project Manager's line "There's the minutes from the first meeting."
+    """
+    line = "There's the minutes from the first meeting."
+    names = TranscriptIndex([Seg(0, 0.0, 3.0, line, speaker="Project Manager")]).speaker_words
+    assert names == {"project", "manager"}
+    assert not copies_line("Project Manager there's the minutes from the first meeting.", line)
+    assert copies_line("Project Manager there's the minutes from the first meeting.", line, names)
+    assert copies_line("Project Manager's: the minutes from the first meeting.", line, names)
+    assert not copies_line("The project manager shared last meeting's minutes.", line, names)
+    assert qmsum.is_verbatim(
+        "Project Manager there's the minutes from the first meeting.",
+        [qmsum._words(line)],
+        {"project", "manager"},
+    )
+
+
 def test_a_key_point_that_repeats_its_line_is_dropped():
     line = "I'm not 100% sure, but I'm not having crashes at the moment."
     assert copies_line(line, line.lower())
@@ -127,6 +149,40 @@ def test_a_real_meeting_gets_topic_chapters_written_points_and_evidence(engine):
     assert len(re.findall(r"[.!?](\s|$)", s.summary)) >= 2, s.summary
 
 
+def test_a_topic_the_model_failed_on_gives_no_copied_lines_as_key_points(engine):
+    """Seen on QMSum val: one failed topic's central lines (verbatim, "I've got no idea
+    how to draw a cow.") became key points next to the written ones."""
+    segs = [
+        Seg(0, 0.0, 5.0, "The remote should have a big round body that fits the hand."),
+        Seg(1, 5.0, 10.0, "A round body would also make the remote easy to find."),
+        Seg(2, 10.0, 15.0, "I've got no idea how to draw a cow on the whiteboard."),
+        Seg(3, 15.0, 20.0, "The whiteboard drawing of the animal took a long time."),
+    ]
+    index = TranscriptIndex(segs)
+    written = Part(
+        "The team wants a round remote body that is easy to find.",
+        [
+            Item(
+                "The team wants a big round remote body.",
+                index.evidence(index.find(segs[0].text, near=0)),
+            )
+        ],
+        [],
+        "Round remote body",
+        "llm",
+        0.0,
+        10.0,
+    )
+    failed = extractive_part(segs[2:], index)
+    assert failed.points and all(copies_line(p.text, p.evidence.quote) for p in failed.points)
+    summarizer = TranscriptSummarizer(engine, max_output_tokens=256, temperature=0.0)
+    out = summarizer._merge([written, failed], segs, index, None, SummaryStats())
+    lines = [qmsum._words(s.text) for s in segs]
+    assert "The team wants a big round remote body." in out.key_points
+    assert not any(qmsum.is_verbatim(p, lines) for p in out.key_points), out.key_points
+    assert out.method != "llm_extractive_points"
+
+
 def test_a_topic_without_points_gets_its_summary_sentences_as_cited_points():
     segs = [
         Seg(0, 0.0, 5.0, "So the remote should have a big round body, easy to hold."),
@@ -150,3 +206,25 @@ def test_an_item_that_echoes_the_prompt_is_dropped():
     was named." as an action item."""
     assert echoes_prompt("I'll need to ask someone to do, naming the person when one was named.")
     assert not echoes_prompt("Ask the design team about the display by Friday.")
+
+
+def test_summary_sentences_that_say_nothing_or_echo_the_prompt_are_dropped():
+    """Seen in ES2006a's summary (QMSum val): "Project Manager's Meeting: Okay." and
+    "Project Manager: I'll need to ask someone to do, naming the person when one was
+    named." between real sentences."""
+    segs = [
+        Seg(0, 0.0, 4.0, "Okay. I'm the project manager and this is our first meeting."),
+        Seg(1, 4.0, 9.0, "I'll need to ask someone to draw the remote control design."),
+        Seg(2, 9.0, 14.0, "The industrial designer wants a big round body for the remote."),
+    ]
+    summary = (
+        "Project Manager's Meeting: Okay. "
+        "Project Manager: I'll need to ask someone to do, naming the person when one was "
+        "named. The industrial designer wants a round body for the remote control."
+    )
+    kept, dropped = supported_sentences(summary, TranscriptIndex(segs))
+    assert kept == "The industrial designer wants a round body for the remote control."
+    assert dropped == 2
+    assert says_nothing("Project Manager's Meeting: Okay.")
+    assert not says_nothing("Industrial Designer: the body should be round and yellow.")
+    assert not says_nothing("Okay.")  # no label: left to the other checks

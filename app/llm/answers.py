@@ -176,7 +176,7 @@ def ground_answer(
             if echoes_prompt(text):  # seen: "…, naming the person when one was named."
                 stats.dropped += 1
                 continue
-            if not is_action and copies_line(text, evidence.quote):
+            if not is_action and copies_line(text, evidence.quote, index.speaker_words):
                 stats.dropped += 1
                 part.copied += 1
                 continue
@@ -199,14 +199,31 @@ def echoes_prompt(text: str, n: int = 5) -> bool:
 COPY_SHARE = 0.8  # a point whose words are this share one run of its line repeats it
 
 
-def copies_line(text: str, quote: str) -> bool:
+def _is_name(word: str, names: set[str] | frozenset[str]) -> bool:
+    """``word`` is one of the names, also with a possessive or plural "s"."""
+    return word in names or word.removesuffix("'s") in names or word.removesuffix("s") in names
+
+
+def without_speaker(words: list[str], speaker_words: set[str] | frozenset[str]) -> list[str]:
+    """The words after a leading speaker label ("Project Manager('s)", seen on AMI)."""
+    at = 0
+    while at < len(words) and _is_name(words[at], speaker_words):
+        at += 1
+    return words[at:] if at < len(words) else words
+
+
+def copies_line(
+    text: str, quote: str, speaker_words: set[str] | frozenset[str] = frozenset()
+) -> bool:
     """The point only repeats its line: most of its words are one contiguous run of it.
 
     Seen on three AMI design meetings: 19 of 24 key points were whole transcript lines
     ("I'm not 100% sure, but I'm not having crashes at the moment."). Those belong to
-    the transcript's highlights, not to a summary.
+    the transcript's highlights, not to a summary. A speaker's name in front does not
+    make a copy new ("Project Manager there's the minutes from the first meeting.").
     """
-    words, line = normalize(text).split(), normalize(quote).split()
+    words = without_speaker(normalize(text).split(), speaker_words)
+    line = normalize(quote).split()
     if not words:
         return False
     match = difflib.SequenceMatcher(None, words, line, autojunk=False)
@@ -230,7 +247,7 @@ def points_from_summary(part: Part, lines: list[Line], index: TranscriptIndex) -
         if evidence is None:  # not strictly: the line sharing the most words, if it backs it
             best = max(lines, key=lambda x: len(content_words(text) & content_words(x.text)))
             evidence = index.line_evidence(best) if supports(text, best.text) else None
-        if evidence is not None and not copies_line(text, evidence.quote):
+        if evidence is not None and not copies_line(text, evidence.quote, index.speaker_words):
             extra.append(Item(text, evidence))
     part.points = dedup(part.points + extra)
     return part
@@ -293,6 +310,21 @@ def trim_summary(text: str, max_sentences: int = 5) -> str:
 MIN_SENTENCE_SUPPORT = 0.34  # share of a sentence's content words that someone said
 
 
+_LABEL = re.compile(r"^[^:]{1,60}:\s+")  # "Project Manager's Meeting: …"
+
+
+def says_nothing(sentence: str) -> bool:
+    """A labelled sentence whose words after the label say nothing.
+
+    Seen in the 0.5B model's topic summaries of an AMI meeting: "Project Manager's
+    Meeting: Okay." The label's words made it look supported.
+    """
+    label = _LABEL.match(sentence)
+    if not label or len(label.group(0).split()) > 5:
+        return False
+    return len(content_words(sentence[label.end() :])) < 2
+
+
 def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
     """Drop the summary's sentences whose topic words were mostly never said.
 
@@ -306,6 +338,9 @@ def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
     for sentence in (x.strip() for x in SENTENCE_END.split(text.strip()) if x.strip()):
         words = content_words(sentence)
         if len(words) >= 3 and len(words & said) < MIN_SENTENCE_SUPPORT * len(words):
+            dropped += 1
+            continue
+        if says_nothing(sentence) or echoes_prompt(sentence):
             dropped += 1
             continue
         kept.append(sentence)

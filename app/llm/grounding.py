@@ -148,7 +148,10 @@ class TranscriptIndex:
         # Every word said, also without a plural or possessive "s" ("Sheila's" ~ "Sheila").
         self.vocabulary = set(words) | {w[:-1] for w in words if w.endswith("s")}
         # The model sees who speaks ("[3] Project Manager: ..."): naming them invents nothing.
-        self.vocabulary |= {w for s in segments if s.speaker for w in normalize(s.speaker).split()}
+        self.speaker_words = {
+            w for s in segments if s.speaker for w in normalize(s.speaker).split()
+        }
+        self.vocabulary |= self.speaker_words
         # " word word ... " with the char offset where each word starts.
         self.text = " " + " ".join(words) + " "
         self.offsets: list[int] = []

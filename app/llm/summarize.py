@@ -352,15 +352,19 @@ class TranscriptSummarizer:
         instruction: str | None,
         stats: SummaryStats,
     ) -> Summary:
-        points = pick_round_robin([p.points for p in parts], MAX_MERGED_POINTS)
+        # A topic the model failed on offers central lines as points: verbatim copies,
+        # which belong to the transcript's highlights. Written points come first.
+        written = [p.points for p in parts if p.method != "extractive_fallback"]
+        points = pick_round_robin(written, MAX_MERGED_POINTS)
         actions = dedup([a for p in parts for a in p.actions])[:MAX_MERGED_ACTIONS]
         text, method = self._joined_text(parts, index, points, actions)
-        if not points and text:  # the joined summary's own sentences, each on its line
-            whole = points_from_summary(Part(text), number_lines(segs), index)
+        if len(points) < MIN_POINTS and text:  # the joined summary's sentences, on their lines
+            whole = points_from_summary(Part(text, list(points)), number_lines(segs), index)
             points = whole.points[:MAX_MERGED_POINTS]
         filled = not points
         if filled:  # still none: central lines, labelled
-            points = extractive_part(segs, index).points[: MIN_POINTS + 1]
+            points = pick_round_robin([p.points for p in parts], MAX_MERGED_POINTS)
+            points = points or extractive_part(segs, index).points[: MIN_POINTS + 1]
             text, method = self._joined_text(parts, index, points, actions)
         if not text:
             text, method = self._reduce_text(
@@ -368,12 +372,13 @@ class TranscriptSummarizer:
             )
         if method != "extractive_fallback":
             methods = {p.method for p in parts} | {method}
-            if methods & {"extractive_fallback", EXTRACTIVE_POINTS}:
+            lines_given = {
+                id(i) for p in parts if p.method == "extractive_fallback" for i in p.points
+            }
+            if filled or method == EXTRACTIVE_POINTS or any(id(i) in lines_given for i in points):
                 method = EXTRACTIVE_POINTS
-            elif "llm_retry" in methods:
+            elif methods & {"llm_retry", "extractive_fallback"}:  # a topic lost its retry
                 method = "llm_retry"
-            if filled:
-                method = EXTRACTIVE_POINTS
         return summary_of(text, points, actions, method)
 
     def _joined_text(self, parts, index, points, actions) -> tuple[str, str]:
