@@ -9,6 +9,7 @@ tested on their own, on the failure cases seen in issue 11.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -243,6 +244,21 @@ def test_a_summary_sentence_about_things_nobody_said_is_dropped():
     assert stats.dropped == 1
 
 
+def test_a_summary_in_the_speakers_own_words_is_a_quote():
+    """Seen from the 0.5B model on the JFK clip: his line, in his person, as the summary."""
+    index = TranscriptIndex(segments_from_dicts([{"id": 0, "text": JFK_LINE}]))
+    quoted = (
+        "The speakers ask not what your country can do for you, "
+        "ask what you can do for your country."
+    )
+    restated = (
+        "The speaker encourages the fellow Americans to ask what they can do for their "
+        "country rather than what the country can do for them."
+    )
+    assert checks.quoted_share(quoted, index) > checks.MAX_QUOTED_SHARE
+    assert checks.quoted_share(restated, index) <= checks.MAX_QUOTED_SHARE
+
+
 # -- the real models ------------------------------------------------------------------
 
 
@@ -311,6 +327,19 @@ def test_a_few_seconds_of_goodbyes_do_not_become_a_chunk_of_their_own(engine):
         assert b[0].id == a[-1].id
     for c in chunks:
         assert sum(summarizer._tokens(s) for s in c) <= 200
+
+
+def test_the_jfk_clip_is_summarized_in_reported_speech(engine):
+    """Issue 22: the summary says what he asked in other words, not his line again."""
+    segments = [{"id": 0, "start": 0.0, "end": 11.0, "text": JFK_LINE}]
+    out = TranscriptSummarizer(engine, max_output_tokens=512).summarize(JFK_LINE, segments=segments)
+    s = out.summary
+    index = TranscriptIndex(segments_from_dicts(segments))
+    assert s.method in {"llm", "llm_retry"}, s
+    assert checks.quoted_share(s.summary, index) <= checks.MAX_QUOTED_SHARE, s.summary
+    words = set(re.findall(r"[a-z']+", s.summary.lower()))
+    assert "country" in words and not words & {"you", "your"}, s.summary  # reported speech
+    assert_trustworthy(out, segments)
 
 
 def test_phone_call_gets_grounded_items_and_no_invented_actions(stt, engine):

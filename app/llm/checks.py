@@ -117,6 +117,27 @@ def longest_copy(text: str, index: TranscriptIndex) -> int:
     return best
 
 
+QUOTE_RUN = 5  # this many words in a row from the transcript are a quote
+MAX_QUOTED_SHARE = 0.5  # a summary with more of its words in quotes repeats the speaker
+
+
+def quoted_share(text: str, index: TranscriptIndex, min_run: int = QUOTE_RUN) -> float:
+    """Share of the text's words that sit in verbatim runs of ``min_run`` or more words.
+
+    Seen from the 0.5B model on the JFK clip: "The speakers ask not what your country can
+    do for you, ask what you can do for your country." 17 of its 19 words are his, in his
+    person; no single long copy (:func:`longest_copy`) but a quote, not a summary.
+    """
+    words = normalize(text).split()
+    if not words:
+        return 0.0
+    covered = [False] * len(words)
+    for i in range(len(words) - min_run + 1):
+        if index.contains(" ".join(words[i : i + min_run])):
+            covered[i : i + min_run] = [True] * min_run
+    return sum(covered) / len(words)
+
+
 def problems(
     summary: str,
     key_points: list[str],

@@ -42,6 +42,35 @@ REDUCE_SYSTEM_PROMPT = (
     "recording or the summaries themselves. Answer in JSON."
 )
 
+RESTATE_SYSTEM_PROMPT = (
+    "You restate what was said in recorded speech in one or two sentences of your own "
+    "words, in the third person (the speaker, he, she, they), as a reporter would. Keep the "
+    "meaning, including any contrast or negation; do not quote."
+)
+# One worked example: the 0.5B model turned the JFK line into "The speaker encourages the
+# fellow Americans to ask what they can do for their country rather than what the country
+# can do for them." with it, and echoed the line (or wrote "The speakers discuss the topic
+# of asking what your country can do for you") without it.
+RESTATE_EXAMPLE = (
+    "Friends, don't think about what the team gives you, think about what you give the team.",
+    "The speaker urges the listeners to think about what they give the team rather than "
+    "what the team gives them.",
+)
+
+
+def restate_messages(segs: list[Seg], instruction: str | None = None) -> list[dict]:
+    """A free-text request to say the transcript again in reported speech."""
+    said = " ".join(f"{s.speaker}: {s.text}" if s.speaker else s.text for s in segs)
+    example, answer = RESTATE_EXAMPLE
+    system = RESTATE_SYSTEM_PROMPT + (f" {instruction}" if instruction else "")
+    return [
+        {"role": "system", "content": system},
+        {"role": "user", "content": f"Speech: {example}"},
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": f"Speech: {said}"},
+    ]
+
+
 MAX_POINTS = 5
 MAX_ACTIONS = 5
 

@@ -45,6 +45,7 @@ from app.llm.answers import (
     pick_round_robin,
     points_from_summary,
     summary_of,
+    supported_sentences,
     to_summary,
     trim_summary,
     with_extractive_points,
@@ -73,6 +74,7 @@ from app.llm.engines import LLMEngine
 from app.llm.grounding import (
     Seg,
     TranscriptIndex,
+    normalize,
     number_lines,
     segments_from_dicts,
     segments_from_text,
@@ -88,6 +90,7 @@ from app.llm.prompts import (
     grounded_schema,
     render_line,
     render_lines,
+    restate_messages,
 )
 from app.llm.prompts import clock as _clock
 from app.llm.prompts import time_span as _span
@@ -140,6 +143,9 @@ MAX_MERGED_POINTS = 8
 MAX_MERGED_ACTIONS = 10
 RETRY_TEMPERATURE = 0.7
 SHORT_LINES = 2  # a transcript this short needs no key points of its own
+RESTATE_TOKENS = 160  # one or two sentences
+RESTATE_SHORT_LINES = 6  # a clip this short is said again if any summary sentence quotes
+RESTATE_REPEAT_NGRAM = 4  # a restatement that says a 4-gram twice contradicts itself
 
 
 class TranscriptSummarizer:
@@ -289,6 +295,52 @@ class TranscriptSummarizer:
             return part
         return points_from_summary(part, number_lines(segs), index)
 
+    def _restated(
+        self,
+        part: Part,
+        segs: list[Seg],
+        index: TranscriptIndex,
+        instruction: str | None,
+        stats: SummaryStats,
+    ) -> Part:
+        """A summary that mostly quotes the speakers, said again in reported speech.
+
+        The new text replaces it only when it passes every check and quotes less; the
+        points then come from its sentences where the model's own were copies.
+        """
+        if part.method == "extractive_fallback" or not self._quotes(part.summary, segs, index):
+            return part
+        completion = self.engine.generate(
+            restate_messages(segs, instruction),
+            max_tokens=RESTATE_TOKENS,
+            temperature=self.temperature,
+        )
+        stats.calls += 1
+        stats.prompt_tokens += completion.prompt_tokens
+        stats.completion_tokens += completion.completion_tokens
+        text, _ = supported_sentences(trim_summary(completion.text.strip()), index)
+        if (
+            not text
+            or checks.problems(text, [], [], index)
+            or checks.quoted_share(text, index) > checks.MAX_QUOTED_SHARE
+            or checks.ngram_repeat_rate([text], RESTATE_REPEAT_NGRAM) > 0
+        ):  # "... ask what they can do for their country rather than what they can do ..."
+            return part
+        old = normalize(part.summary)  # points taken from the quoting summary go with it
+        part.points = [p for p in part.points if normalize(p.text) not in old]
+        part.summary = text
+        return self._written_points(part, segs, index)
+
+    @staticmethod
+    def _quotes(summary: str, segs: list[Seg], index: TranscriptIndex) -> bool:
+        """Mostly the speakers' words; in a clip of a few lines, any sentence that is."""
+        if checks.quoted_share(summary, index) > checks.MAX_QUOTED_SHARE:
+            return True
+        if len(segs) > RESTATE_SHORT_LINES:
+            return False
+        sentences = _SENTENCES.split(summary.strip())
+        return any(checks.quoted_share(x, index) > checks.MAX_QUOTED_SHARE for x in sentences)
+
     # -- the whole transcript ---------------------------------------------------------
 
     def summarize(
@@ -317,6 +369,7 @@ class TranscriptSummarizer:
             rendered = render_lines(segs)
             if self.engine.count_tokens(rendered) <= budget and not want_chapters:
                 part = self._summarize_part(segs, index, instruction, stats)
+                part = self._restated(part, segs, index, instruction, stats)
                 if not part.points:  # every point copied a line: central lines, labelled
                     part = with_extractive_points(part, segs, index)
                 summary = to_summary(part)
