@@ -147,6 +147,9 @@ def test_a_chapter_title_names_a_topic_not_the_meeting():
     # Seen on AMI: "Yellow, fashion, control". A comma-joined list is never a title.
     parts[1].title = "Suite, vendors, test"
     assert chapters_for(parts, chunks)[1].title == "Test suite"
+    # Seen on QMSum val (ES2009b): a speaker's label and a fragment.
+    parts[1].title = "Project Manager: How We Can Use"
+    assert chapters_for(parts, chunks)[1].title == "Test suite"
     assert [c.gist for c in chapters] == [
         "They discuss the roadmap.",
         "They discuss the test suite.",

@@ -166,7 +166,9 @@ def chapters_for(parts: list[Part], parts_segs: list[list[Seg]]) -> list[Chapter
         title = " ".join(part.title.strip().rstrip(".").split()[:6])
         about = content_words(title) - GENERIC_TITLE_WORDS - speakers
         repeated = any(c.title.lower() == title.lower() for c in out)
-        if not names_a_topic(title) or "," in title or not about or repeated:
+        # "Project Manager: How We Can Use": a speaker's label and a fragment, not a topic.
+        labelled = ":" in title
+        if not names_a_topic(title) or "," in title or labelled or not about or repeated:
             title = phrase
         title = title or " ".join(gist.split()[:6]) or f"Part {number}"
         out.append(Chapter(start=part.start, end=part.end or part.start, title=title, gist=gist))
