@@ -18,6 +18,7 @@ import pytest
 from app.core.model_assets import resolve_llm_model, resolve_stt_model
 from app.core.settings import Settings
 from app.llm import checks, extractive
+from app.llm.answers import echoes_prompt, supported_sentences
 from app.llm.engines import LlamaCppEngine
 from app.llm.grounding import (
     Seg,
@@ -26,6 +27,7 @@ from app.llm.grounding import (
     number_lines,
     segments_from_dicts,
 )
+from app.llm.prompts import RESTATE_EXAMPLE
 from app.llm.summarize import (
     Part,
     SummaryStats,
@@ -260,6 +262,11 @@ def test_a_summary_in_the_speakers_own_words_is_a_quote():
     )
     assert checks.quoted_share(quoted, index) > checks.MAX_QUOTED_SHARE
     assert checks.quoted_share(restated, index) <= checks.MAX_QUOTED_SHARE
+    # The worked example's answer given back (seen on a long QMSum topic) is never kept.
+    assert echoes_prompt(RESTATE_EXAMPLE[1]) and not echoes_prompt(restated)
+    said = "The team gives a lot. The listeners think about what they give the team."
+    team = TranscriptIndex(segments_from_dicts([{"id": 0, "text": said}]))
+    assert supported_sentences(RESTATE_EXAMPLE[1], team)[0] == ""
 
 
 # -- the real models ------------------------------------------------------------------

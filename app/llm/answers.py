@@ -27,7 +27,13 @@ from app.llm.grounding import (
     stem,
     supports,
 )
-from app.llm.prompts import GROUNDED_SYSTEM_PROMPT, MAX_POINTS, time_span
+from app.llm.prompts import (
+    GROUNDED_SYSTEM_PROMPT,
+    MAX_POINTS,
+    RESTATE_EXAMPLE,
+    RESTATE_SYSTEM_PROMPT,
+    time_span,
+)
 
 NO_SPEECH = Summary(
     summary="No speech was detected in the audio.", key_points=[], action_items=[], method="none"
@@ -187,7 +193,11 @@ def ground_answer(
     return part
 
 
-_PROMPT_TEXT = f" {normalize(GROUNDED_SYSTEM_PROMPT)} "
+# Our instructions, and the restatement's worked example: on a 2,100-token QMSum topic the
+# 0.5B model answered with the example's answer word for word.
+_PROMPT_TEXT = (
+    f" {normalize(' '.join([GROUNDED_SYSTEM_PROMPT, RESTATE_SYSTEM_PROMPT, *RESTATE_EXAMPLE]))} "
+)
 
 
 def echoes_prompt(text: str, n: int = 5) -> bool:
