@@ -163,6 +163,12 @@ def test_commitment_cues():
     assert has_commitment("can you send me the slides")
     assert has_commitment("let's move the review to Tuesday")
     assert not has_commitment("I live in New Jersey but I'm originally from Chicago")
+    # Seen as action items on QMSum val: what the product must be, nobody's task.
+    assert not has_commitment("It also needs to have the company colours included in it.")
+    assert not has_commitment("And it has to have the slogan, we put fashion in electronics.")
+    assert not has_commitment("It's going to be a bit more expensive.")
+    assert has_commitment("We need to include the company colours, it has to have the slogan.")
+    assert has_commitment("Then it has to go, so John has to send the colours.")
 
 
 def test_the_degenerate_output_from_issue_11_is_caught():

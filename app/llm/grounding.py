@@ -91,8 +91,22 @@ def normalize(text: str) -> str:
     return _SPACES.sub(" ", _NON_WORD.sub(" ", text)).strip()
 
 
+# A cue after one of these says what a thing must be, not what a person will do: "It also
+# needs to have the company colours included in it." (an action item on QMSum val).
+IMPERSONAL_SUBJECTS = frozenset("it its this that thats there theres which what".split())
+_BETWEEN = frozenset("also really just still definitely probably only maybe actually all".split())
+
+
 def has_commitment(text: str) -> bool:
-    return COMMITMENT_CUES.search(normalize(text)) is not None
+    """Somebody commits or is asked: a cue whose subject, where it has one, is a person."""
+    norm = normalize(text)
+    for match in COMMITMENT_CUES.finditer(norm):
+        before = norm[: match.start()].split()
+        while before and before[-1] in _BETWEEN:  # "it also needs to"
+            before.pop()
+        if not before or before[-1] not in IMPERSONAL_SUBJECTS:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
