@@ -12,7 +12,7 @@ Systems scored in one run, on the same meetings:
 
 * ``first_n``: the first N words of the transcript, N = the length of the ``current``
   output (summary + key points + action items), so length cannot explain a difference;
-* ``previous``: git HEAD's ``app/llm`` copied into a temporary package;
+* ``previous``: git HEAD's ``app/llm`` (or ``--previous REF``'s) in a temporary package;
 * ``current``: the working tree's summarizer.
 
     python -m bench.qmsum --split val --json qmsum_val.json
@@ -146,13 +146,13 @@ def output_text(summary) -> str:
     return " ".join(i.strip().rstrip(".") + "." for i in items if i and i.strip())
 
 
-def previous_package() -> str:
-    """git HEAD's ``app/llm`` (minus the engines) as a temporary package; its name."""
+def previous_package(ref: str = "HEAD") -> str:
+    """``ref``'s ``app/llm`` (minus the engines) as a temporary package; its name."""
     root = Path(tempfile.mkdtemp(prefix="aipp_prev_"))
     pkg = root / "prev_llm"
     pkg.mkdir()
     names = subprocess.run(
-        ["git", "ls-tree", "--name-only", "HEAD", "app/llm/"],
+        ["git", "ls-tree", "--name-only", ref, "app/llm/"],
         cwd=REPO,
         check=True,
         capture_output=True,
@@ -162,7 +162,7 @@ def previous_package() -> str:
         if not name.endswith(".py") or name.endswith("engines.py"):
             continue
         src = subprocess.run(
-            ["git", "show", f"HEAD:{name}"], cwd=REPO, check=True, capture_output=True, text=True
+            ["git", "show", f"{ref}:{name}"], cwd=REPO, check=True, capture_output=True, text=True
         ).stdout
         src = re.sub(r"\bapp\.llm\.engines\b", "app_llm_engines_", src)
         src = src.replace("from app.llm import", "from prev_llm import")
@@ -173,7 +173,7 @@ def previous_package() -> str:
     return "prev_llm"
 
 
-def summarizer(which: str, max_tokens: int, model: str | None):
+def summarizer(which: str, max_tokens: int, model: str | None, previous: str = "HEAD"):
     from app.core.model_assets import resolve_llm_model
     from app.core.settings import Settings
     from app.llm.engines import LlamaCppEngine
@@ -184,7 +184,7 @@ def summarizer(which: str, max_tokens: int, model: str | None):
         settings.llm_context_tokens,
         settings.llm_threads,
     )
-    pkg = previous_package() if which == "previous" else "app.llm"
+    pkg = previous_package(previous) if which == "previous" else "app.llm"
     module = importlib.import_module(f"{pkg}.summarize")
     return module.TranscriptSummarizer(engine, max_output_tokens=max_tokens)
 
@@ -243,12 +243,13 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=512)
     parser.add_argument("--model", default=None, help="LLM model name (default: settings)")
     parser.add_argument("--json", help="write the figures here")
+    parser.add_argument("--previous", default="HEAD", help="git ref of the previous code")
     args = parser.parse_args()
     meetings = load(args.split, [m for m in args.meetings.split(",") if m])
     systems = [s for s in args.systems.split(",") if s]
     rows: dict[str, list[dict]] = {s: [] for s in ["first_n", *systems]}
     for which in systems:
-        summ = summarizer(which, args.max_tokens, args.model)
+        summ = summarizer(which, args.max_tokens, args.model, args.previous)
         for m in meetings:
             segments, starts = timed_segments(m, args.max_minutes)
             text = " ".join(s["text"] for s in segments)
