@@ -216,13 +216,18 @@ class TranscriptSummarizer:
     # -- one call ---------------------------------------------------------------------
 
     def _generate(self, messages: list[dict], schema: dict, temperature: float, stats):
+        text = self._call(messages, self.max_output_tokens, temperature, stats, schema)
+        return parse_json(text)
+
+    def _call(self, messages, max_tokens, temperature, stats, schema=None) -> str:
+        """One engine call, counted in ``stats``; its text."""
         completion = self.engine.generate(
-            messages, max_tokens=self.max_output_tokens, temperature=temperature, json_schema=schema
+            messages, max_tokens=max_tokens, temperature=temperature, json_schema=schema
         )
         stats.calls += 1
         stats.prompt_tokens += completion.prompt_tokens
         stats.completion_tokens += completion.completion_tokens
-        return parse_json(completion.text)
+        return completion.text
 
     def _attempt(
         self,
@@ -310,15 +315,10 @@ class TranscriptSummarizer:
         """
         if part.method == "extractive_fallback" or not self._quotes(part.summary, segs, index):
             return part
-        completion = self.engine.generate(
-            restate_messages(segs, instruction),
-            max_tokens=RESTATE_TOKENS,
-            temperature=self.temperature,
+        said = self._call(
+            restate_messages(segs, instruction), RESTATE_TOKENS, self.temperature, stats
         )
-        stats.calls += 1
-        stats.prompt_tokens += completion.prompt_tokens
-        stats.completion_tokens += completion.completion_tokens
-        text, _ = supported_sentences(trim_summary(completion.text.strip()), index)
+        text, _ = supported_sentences(trim_summary(said.strip()), index)
         if (
             not text
             or checks.problems(text, [], [], index)
