@@ -12,6 +12,8 @@ Systems scored in one run, on the same meetings:
 
 * ``first_n``: the first N words of the transcript, N = the length of the ``current``
   output (summary + key points + action items), so length cannot explain a difference;
+  its ``summary_*`` figures take N = the length of the summary text alone, which is
+  scored on its own too (the reference is one paragraph, as ``summary.summary`` is);
 * ``previous``: git HEAD's ``app/llm`` (or ``--previous REF``'s) in a temporary package;
 * ``current``: the working tree's summarizer.
 
@@ -198,8 +200,11 @@ def score(meeting: dict, segments: list[dict], starts: dict, summary, seconds: f
     chapters = list(getattr(summary, "chapters", None) or [])
     hyp = [c.start for c in chapters[1:] if c.start is not None]
     ref = reference_boundaries(meeting, starts, end_s)
+    alone = rouge(meeting["reference_summary"], summary.summary or "")
     return {
         **rouge(meeting["reference_summary"], text),
+        **{f"summary_{k}": v for k, v in alone.items()},
+        "summary_words": len((summary.summary or "").split()),
         "boundary_f1": round(boundary_f1(ref, hyp), 3),
         "chapters": len(chapters),
         "ref_boundaries": len(ref),
@@ -226,7 +231,19 @@ def mean(rows: list[dict], key: str) -> float | None:
 def summarize_rows(rows: list[dict]) -> dict:
     out = {
         k: mean(rows, k)
-        for k in ("rouge1", "rouge2", "rougeL", "rougeLsum", "boundary_f1", "seconds", "words")
+        for k in (
+            "rouge1",
+            "rouge2",
+            "rougeL",
+            "rougeLsum",
+            "summary_rouge1",
+            "summary_rouge2",
+            "summary_rougeL",
+            "summary_words",
+            "boundary_f1",
+            "seconds",
+            "words",
+        )
     }
     points = sum(r.get("key_points", 0) for r in rows)
     if points:
@@ -271,8 +288,12 @@ def main() -> None:
     for m in meetings:
         segments, _ = timed_segments(m, args.max_minutes)
         ref_n = len(m["reference_summary"].split())
-        n = next((r["words"] for r in rows.get(length_from, []) if r["id"] == m["id"]), ref_n)
-        rows["first_n"].append({"id": m["id"], **first_n(m, segments, n)})
+        mine = next((r for r in rows.get(length_from, []) if r["id"] == m["id"]), {})
+        row = {"id": m["id"], **first_n(m, segments, mine.get("words", ref_n))}
+        alone = first_n(m, segments, mine.get("summary_words", ref_n))
+        row.update({f"summary_{k}": v for k, v in alone.items() if k != "words"})
+        row["summary_words"] = alone["words"]
+        rows["first_n"].append(row)
     report = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "split": args.split,

@@ -275,6 +275,34 @@ def test_a_summary_in_the_speakers_own_words_is_a_quote():
     assert supported_sentences(RESTATE_EXAMPLE[1], team)[0] == ""
 
 
+def test_headings_and_labelled_quotes_leave_a_meeting_summary():
+    """Seen in the 0.5B model's topic summaries of AMI meetings (QMSum train)."""
+    said = [
+        "Just put it on the deskt desktop.",
+        "So we need to decide exactly what we're going to do with the remote.",
+        "A squarey box with a rubber button is boring.",
+    ]
+    index = TranscriptIndex(segments_from_dicts([{"id": i, "text": t} for i, t in enumerate(said)]))
+    glued = (
+        "Project Manager and User Interface Summary The speakers discuss a squarey box "
+        "with a rubber button. Remote Control Discussion. Marketing and Marketing "
+        "discussed a rubber button."
+    )
+    assert supported_sentences(glued, index)[0] == (
+        "The speakers discuss a squarey box with a rubber button. "
+        "Marketing discussed a rubber button."
+    )
+    sentences = [
+        "Marketing: Just put it on the deskt desktop.",
+        "The Project Manager asks the designer to decide exactly what we're going to do "
+        "with the remote.",
+    ]
+    own = "The speakers discuss a squarey box with a rubber button."
+    assert TranscriptSummarizer._own_words([*sentences, own], index) == [sentences[1], own]
+    # One sentence would be left: the summary keeps the quote rather than say one phrase.
+    assert TranscriptSummarizer._own_words(sentences, index) == sentences
+
+
 # -- the real models ------------------------------------------------------------------
 
 

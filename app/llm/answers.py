@@ -323,6 +323,11 @@ MIN_SENTENCE_SUPPORT = 0.34  # share of a sentence's content words that someone 
 _LABEL = re.compile(r"^[^:]{1,60}:\s+")  # "Project Manager's Meeting: …"
 
 
+def without_label(sentence: str) -> str:
+    """The words after a leading label ("Marketing: Just put it on the desk.")."""
+    return _LABEL.sub("", sentence, count=1)
+
+
 def says_nothing(sentence: str) -> bool:
     """A labelled sentence whose words after the label say nothing.
 
@@ -333,6 +338,35 @@ def says_nothing(sentence: str) -> bool:
     if not label or len(label.group(0).split()) > 5:
         return False
     return len(content_words(sentence[label.end() :])) < 2
+
+
+_CONNECTIVES = {"and", "of", "the", "for", "on", "in", "with", "to", "a", "&"}
+_TOKEN = re.compile(r"[\w'’&-]+")
+# A Title Case run glued to the sentence after it, with no stop between them.
+_GLUED_HEADING = re.compile(
+    r"^(?:[A-Z][\w'’-]*\s+(?:(?:and|of|&)\s+)?){2,8}"
+    r"(?=(?:The|A|An|In|This|They|We|He|She|It|Both|All|Everyone)\s)"
+)
+
+
+_DOUBLED_NAME = re.compile(r"\b([A-Z][\w'’-]*(?: [A-Z][\w'’-]*)*) and \1\b")
+
+
+def without_heading(sentence: str) -> str:
+    """The sentence without a heading the model wrote in front of it, names said once.
+
+    Seen in the 0.5B model's topic summaries of AMI meetings: "Project Manager and User
+    Interface Summary The speakers discuss ..." (no prose puts "Summary The" together) and
+    "Marketing and Marketing discussed ...".
+    """
+    return _DOUBLED_NAME.sub(r"\1", _GLUED_HEADING.sub("", sentence, count=1))
+
+
+def is_heading(sentence: str) -> bool:
+    """Title Case words and nothing else ("Remote Control Discussion."): a label, no claim."""
+    words = [w for w in _TOKEN.findall(sentence) if w[0].isalpha()]
+    inner = [w for w in words if w.lower() not in _CONNECTIVES]
+    return 2 <= len(words) <= 8 and all(w[0].isupper() for w in inner)
 
 
 def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
@@ -346,11 +380,12 @@ def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
     kept: list[str] = []
     dropped = 0
     for sentence in (x.strip() for x in SENTENCE_END.split(text.strip()) if x.strip()):
+        sentence = without_heading(sentence)
         words = content_words(sentence)
         if len(words) >= 3 and len(words & said) < MIN_SENTENCE_SUPPORT * len(words):
             dropped += 1
             continue
-        if says_nothing(sentence) or echoes_prompt(sentence):
+        if says_nothing(sentence) or echoes_prompt(sentence) or is_heading(sentence):
             dropped += 1
             continue
         kept.append(sentence)

@@ -49,6 +49,7 @@ from app.llm.answers import (
     to_summary,
     trim_summary,
     with_extractive_points,
+    without_label,
 )
 from app.llm.answers import SENTENCE_END as _SENTENCE_END  # noqa: F401 (its old name here)
 from app.llm.answers import _close_json as _close_json
@@ -451,10 +452,29 @@ class TranscriptSummarizer:
             return "", ""
         seen: set[str] = set()  # two topics' summaries often open with the same sentence
         sentences = [x for t in texts for x in _SENTENCES.split(t)]
-        text = " ".join(x for x in sentences if not (x.lower() in seen or seen.add(x.lower())))
+        sentences = [x for x in sentences if not (x.lower() in seen or seen.add(x.lower()))]
+        text = " ".join(self._own_words(sentences, index))
         if checks.problems(text, [p.text for p in points], [a.text for a in actions], index):
             return "", ""
         return text, "llm"
+
+    @staticmethod
+    def _own_words(sentences: list[str], index: TranscriptIndex) -> list[str]:
+        """The sentences that are not a speaker's line quoted behind a label, if two are left.
+
+        Seen in the joined topic summaries of AMI meetings: "Marketing: Just put it on the
+        deskt desktop.". A meeting's summary reports what was said; the quote is in the
+        transcript. Reported speech that quotes a phrase ("asking the User Interface to
+        decide exactly what we're going to do with the remote") stays, and so do the quotes
+        when fewer than two sentences would be left: a summary is more than one phrase.
+        """
+        own = [
+            x
+            for x in sentences
+            if without_label(x) == x
+            or checks.quoted_share(without_label(x), index) <= checks.MAX_QUOTED_SHARE
+        ]
+        return own if len(own) >= min(2, len(sentences)) else sentences
 
     def _reduce_text(self, parts, segs, index, instruction, stats, points, actions):
         """One summary text from the parts' summaries (grouped until they fit one call)."""
