@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import ValidationError
 
 from app.core.schemas import Evidence, Summary
-from app.llm import extractive
+from app.llm import checks, extractive
 from app.llm.grounding import (
     Line,
     Seg,
@@ -340,33 +340,21 @@ def says_nothing(sentence: str) -> bool:
     return len(content_words(sentence[label.end() :])) < 2
 
 
-_CONNECTIVES = {"and", "of", "the", "for", "on", "in", "with", "to", "a", "&"}
-_TOKEN = re.compile(r"[\w'’&-]+")
 # A Title Case run glued to the sentence after it, with no stop between them.
 _GLUED_HEADING = re.compile(
     r"^(?:[A-Z][\w'’-]*\s+(?:(?:and|of|&)\s+)?){2,8}"
     r"(?=(?:The|A|An|In|This|They|We|He|She|It|Both|All|Everyone)\s)"
 )
-
-
 _DOUBLED_NAME = re.compile(r"\b([A-Z][\w'’-]*(?: [A-Z][\w'’-]*)*) and \1\b")
 
 
 def without_heading(sentence: str) -> str:
-    """The sentence without a heading the model wrote in front of it, names said once.
+    """The sentence without a heading the model wrote in front of it.
 
     Seen in the 0.5B model's topic summaries of AMI meetings: "Project Manager and User
-    Interface Summary The speakers discuss ..." (no prose puts "Summary The" together) and
-    "Marketing and Marketing discussed ...".
+    Interface Summary The speakers discuss ..."; no prose puts "Summary The" together.
     """
-    return _DOUBLED_NAME.sub(r"\1", _GLUED_HEADING.sub("", sentence, count=1))
-
-
-def is_heading(sentence: str) -> bool:
-    """Title Case words and nothing else ("Remote Control Discussion."): a label, no claim."""
-    words = [w for w in _TOKEN.findall(sentence) if w[0].isalpha()]
-    inner = [w for w in words if w.lower() not in _CONNECTIVES]
-    return 2 <= len(words) <= 8 and all(w[0].isupper() for w in inner)
+    return _GLUED_HEADING.sub("", sentence, count=1)
 
 
 def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
@@ -380,12 +368,13 @@ def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
     kept: list[str] = []
     dropped = 0
     for sentence in (x.strip() for x in SENTENCE_END.split(text.strip()) if x.strip()):
-        sentence = without_heading(sentence)
+        # "Marketing and Marketing discussed ..." (AMI topic summaries): one name, once.
+        sentence = _DOUBLED_NAME.sub(r"\1", without_heading(sentence))
         words = content_words(sentence)
         if len(words) >= 3 and len(words & said) < MIN_SENTENCE_SUPPORT * len(words):
             dropped += 1
             continue
-        if says_nothing(sentence) or echoes_prompt(sentence) or is_heading(sentence):
+        if says_nothing(sentence) or echoes_prompt(sentence) or checks.is_heading(sentence):
             dropped += 1
             continue
         kept.append(sentence)

@@ -73,6 +73,19 @@ def is_title_list(text: str) -> bool:
     return capitals > 0.5 * max(1, len(inner))
 
 
+_CONNECTIVES = {"and", "of", "the", "for", "on", "in", "with", "to", "a"}
+
+
+def is_heading(sentence: str) -> bool:
+    """Title Case words and nothing else ("Remote Control Discussion."): a label, no claim.
+
+    :func:`is_title_list` judges a whole text of eight words or more; this one sentence.
+    """
+    words = [w for w in _WORD.findall(sentence) if w[0].isalpha()]
+    inner = [w for w in words if w.lower() not in _CONNECTIVES]
+    return 2 <= len(words) <= 8 and all(w[0].isupper() for w in inner)
+
+
 def ngram_repeat_rate(texts: list[str], n: int = REPEAT_NGRAM) -> float:
     """Share of word n-grams (within each text, over all texts) that already occurred."""
     grams: list[tuple[str, ...]] = []

@@ -471,8 +471,8 @@ class TranscriptSummarizer:
         own = [
             x
             for x in sentences
-            if without_label(x) == x
-            or checks.quoted_share(without_label(x), index) <= checks.MAX_QUOTED_SHARE
+            if (said := without_label(x)) == x
+            or checks.quoted_share(said, index) <= checks.MAX_QUOTED_SHARE
         ]
         return own if len(own) >= min(2, len(sentences)) else sentences
 
