@@ -9,6 +9,7 @@ parses.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import math
@@ -58,6 +59,19 @@ class LLMEngine(Protocol):
     ) -> Iterator[str]: ...
 
 
+def call_seed(messages: list[Message], temperature: float) -> int:
+    """The sampling seed of one call, from its input alone.
+
+    llama.cpp keeps one random stream per loaded model: with a fixed seed at load, a
+    call's sample depended on every call the replica served before it, so the same
+    transcript got a different summary after another user's request, and one retry
+    early in a meeting changed every later topic's answer. Seeding each call from its
+    messages makes an answer a function of its input.
+    """
+    payload = json.dumps([messages, round(temperature, 4)], sort_keys=True, default=str)
+    return int.from_bytes(hashlib.sha256(payload.encode()).digest()[:4], "big") & 0x7FFFFFFF
+
+
 class LlamaCppEngine:
     """llama-cpp-python; its ``response_format`` schema becomes a GBNF grammar."""
 
@@ -93,7 +107,11 @@ class LlamaCppEngine:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
         with self._lock:
             out = self._llm.create_chat_completion(
-                messages=messages, max_tokens=max_tokens, temperature=temperature, **kwargs
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                seed=call_seed(messages, temperature),
+                **kwargs,
             )
         choice = out["choices"][0]
         usage = out.get("usage") or {}
@@ -107,7 +125,11 @@ class LlamaCppEngine:
     def stream(self, messages, *, max_tokens, temperature) -> Iterator[str]:
         with self._lock:
             for chunk in self._llm.create_chat_completion(
-                messages=messages, max_tokens=max_tokens, temperature=temperature, stream=True
+                messages=messages,
+                max_tokens=max_tokens,
+                temperature=temperature,
+                stream=True,
+                seed=call_seed(messages, temperature),
             ):
                 delta = chunk["choices"][0].get("delta", {}).get("content")
                 if delta:
