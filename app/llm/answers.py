@@ -34,6 +34,7 @@ from app.llm.prompts import (
     RESTATE_SYSTEM_PROMPT,
     time_span,
 )
+from app.llm.voice import reported
 
 NO_SPEECH = Summary(
     summary="No speech was detected in the audio.", key_points=[], action_items=[], method="none"
@@ -187,10 +188,20 @@ def ground_answer(
                 part.copied += 1
                 continue
             stats.repaired += int(repaired)
+            # "I" is the speaker only in the speaker's own words; the model writes "I'll
+            # ask the Project Manager to …" as itself, and that "I" names nobody.
+            own = copies_line(text, evidence.quote, index.speaker_words)
+            text = reported(text, _speaker_of(evidence, index) if own else None)
             (part.actions if is_action else part.points).append(Item(text, evidence))
     part.points = dedup(part.points)
     part.actions = dedup(part.actions)
     return part
+
+
+def _speaker_of(evidence: Evidence, index: TranscriptIndex) -> str | None:
+    """Who said the evidence's first words: the owner of an "I'll …" item."""
+    seg = index.by_id.get(evidence.segments[0]) if evidence.segments else None
+    return seg.speaker if seg else None
 
 
 # Our instructions, and the restatement's worked example: on a 2,100-token QMSum topic the
@@ -369,7 +380,7 @@ def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
     dropped = 0
     for sentence in (x.strip() for x in SENTENCE_END.split(text.strip()) if x.strip()):
         # "Marketing and Marketing discussed ..." (AMI topic summaries): one name, once.
-        sentence = _DOUBLED_NAME.sub(r"\1", without_heading(sentence))
+        sentence = reported(_DOUBLED_NAME.sub(r"\1", without_heading(sentence)))
         words = content_words(sentence)
         if len(words) >= 3 and len(words & said) < MIN_SENTENCE_SUPPORT * len(words):
             dropped += 1

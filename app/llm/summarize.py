@@ -96,6 +96,7 @@ from app.llm.prompts import (
 from app.llm.prompts import clock as _clock
 from app.llm.prompts import time_span as _span
 from app.llm.topics import segment_topics
+from app.llm.voice import in_speakers_voice
 
 # What callers import from here; the names live in the modules above. The private helpers
 # imported ``as`` themselves stay importable too (tests reach for some of them).
@@ -141,12 +142,30 @@ __all__ = [
 
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
 MAX_MERGED_POINTS = 8
+REPEAT_JACCARD = 0.6  # a key point sharing this share of words with a summary sentence
 MAX_MERGED_ACTIONS = 10
 RETRY_TEMPERATURE = 0.7
 SHORT_LINES = 2  # a transcript this short needs no key points of its own
 RESTATE_TOKENS = 160  # one or two sentences
 RESTATE_SHORT_LINES = 6  # a clip this short is said again if any summary sentence quotes
 RESTATE_REPEAT_NGRAM = 4  # a restatement that says a 4-gram twice contradicts itself
+
+
+def points_beyond(text: str, written: list[list[Item]], points: list[Item]) -> list[Item]:
+    """The written points that say more than the summary, when at least two do.
+
+    A topic's points are often its own summary sentences (:func:`points_from_summary`),
+    and the joined summary opens with the same sentences: four of five key points of an
+    AMI meeting repeated the paragraph above them word for word.
+    """
+    said = [_words(x) for x in _SENTENCES.split(text) if x.strip()]
+
+    def repeats(item: Item) -> bool:
+        words = _words(item.text)
+        return any(len(words & s) / max(1, len(words | s)) >= REPEAT_JACCARD for s in said)
+
+    fresh = pick_round_robin([[p for p in g if not repeats(p)] for g in written], MAX_MERGED_POINTS)
+    return fresh if text and len(fresh) >= MIN_POINTS else points
 
 
 class TranscriptSummarizer:
@@ -412,6 +431,7 @@ class TranscriptSummarizer:
         points = pick_round_robin(written, MAX_MERGED_POINTS)
         actions = dedup([a for p in parts for a in p.actions])[:MAX_MERGED_ACTIONS]
         text, method = self._joined_text(parts, index, points, actions)
+        points = points_beyond(text, written, points)
         if len(points) < MIN_POINTS and text:  # the joined summary's sentences, on their lines
             whole = points_from_summary(Part(text, list(points)), number_lines(segs), index)
             points = whole.points[:MAX_MERGED_POINTS]
@@ -460,19 +480,25 @@ class TranscriptSummarizer:
 
     @staticmethod
     def _own_words(sentences: list[str], index: TranscriptIndex) -> list[str]:
-        """The sentences that are not a speaker's line quoted behind a label, if two are left.
+        """The sentences that are neither a speaker's line quoted behind a label nor in a
+        speaker's voice, if two are left.
 
         Seen in the joined topic summaries of AMI meetings: "Marketing: Just put it on the
-        deskt desktop.". A meeting's summary reports what was said; the quote is in the
-        transcript. Reported speech that quotes a phrase ("asking the User Interface to
-        decide exactly what we're going to do with the remote") stays, and so do the quotes
-        when fewer than two sentences would be left: a summary is more than one phrase.
+        deskt desktop.", "So, this is our first meeting of this design project.", "I'll
+        ask the user to confirm …". A meeting's summary reports what was said; the quote is
+        in the transcript. Reported speech that quotes a phrase ("asking the User Interface
+        to decide exactly what we're going to do with the remote") stays, and so do the
+        quotes when fewer than two sentences would be left: a summary is more than one
+        phrase.
         """
         own = [
             x
             for x in sentences
-            if (said := without_label(x)) == x
-            or checks.quoted_share(said, index) <= checks.MAX_QUOTED_SHARE
+            if not in_speakers_voice(x)
+            and (
+                (said := without_label(x)) == x
+                or checks.quoted_share(said, index) <= checks.MAX_QUOTED_SHARE
+            )
         ]
         return own if len(own) >= min(2, len(sentences)) else sentences
 

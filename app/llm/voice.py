@@ -1,0 +1,98 @@
+"""Reported speech: a summary says what the speakers said; it does not speak as them.
+
+Seen in the 0.5B model's answers on AMI meetings (QMSum train and validation): action
+items copied in the speaker's own voice ("I'll take notes during this meeting so uh
+that you can uh look at my uh folder …", "We'll then t take decision in concert …"),
+and summary sentences such as "We will discuss the costs and the design of remote
+controls." or "So, this is our first meeting of this design project." The people who
+wrote QMSum's reference summaries never write "we": they write "the group" or name the
+role ("Project Manager introduced the project"). The rewrites here are the mechanical
+ones only: a subject and its auxiliary, and the fillers of spoken English.
+"""
+
+from __future__ import annotations
+
+import re
+
+# Whole-word fillers of spoken English, with a comma after them ("so uh that", "um, the").
+_FILLER = re.compile(r"(?<![\w'’-])(?:uh|um|uhm|erm|er|ah|hmm|mm)(?![\w'’-]),?\s*", re.I)
+# A word said twice or more in a row ("the the", "quite quite").
+_STUTTER = re.compile(r"\b(\w+)(?:\s+\1\b)+", re.I)
+# Words a speaker opens a turn with before the sentence proper.
+_OPENER = re.compile(r"^(?:(?:so|okay|ok|well|right|and|yeah|alright)\b[,.]?\s+)+", re.I)
+
+_APOSTROPHE = "['’]"
+# (pattern at the start of a sentence, replacement; "{owner}" is the speaker's name)
+_SINGULAR = [
+    (rf"I(?: will|{_APOSTROPHE}ll)", "{owner} will"),
+    (rf"I(?: am|{_APOSTROPHE}m) going to", "{owner} is going to"),
+    (rf"I(?: have|{_APOSTROPHE}ve) to", "{owner} has to"),
+    (r"I need to", "{owner} needs to"),
+    (r"I (should|must|can|could|would)", r"{owner} \1"),
+]
+_PLURAL = [
+    (rf"We(?: will|{_APOSTROPHE}ll)", "The group will"),
+    (rf"We(?: are|{_APOSTROPHE}re) going to", "The group is going to"),
+    (rf"We(?: have|{_APOSTROPHE}ve) to", "The group has to"),
+    (r"We need to", "The group needs to"),
+    (r"We (should|must|can|could|would|decided|agreed|discussed)", r"The group \1"),
+    (rf"Let{_APOSTROPHE}s", "The group will"),
+]
+_LABEL = re.compile(r"^([A-Z][^:]{0,40}):\s+")  # "Project Manager: I will take notes …"
+MAX_LABEL_WORDS = 4
+_FIRST_SINGULAR = re.compile(rf"^I(?:{_APOSTROPHE}(?:ll|m|ve|d))?\b")
+_SPOKEN_PRONOUN = re.compile(r"\b(?:I|I'm|I'll|we|we're|we'll|our|us|my|me|you|your)\b", re.I)
+
+
+def without_fillers(text: str) -> str:
+    """The words without "uh", "um" and words said twice in a row, spacing kept tidy."""
+    cleaned = _STUTTER.sub(r"\1", _FILLER.sub("", text))
+    cleaned = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", cleaned)).strip()
+    if cleaned and text[:1].isupper():
+        cleaned = cleaned[0].upper() + cleaned[1:]
+    return cleaned or text
+
+
+def _subject(sentence: str, rules, owner: str) -> str | None:
+    for pattern, replacement in rules:
+        match = re.match(rf"{pattern}\b", sentence)
+        if match:
+            return match.expand(replacement.replace("{owner}", owner)) + sentence[match.end() :]
+    return None
+
+
+def reported(text: str, owner: str | None = None) -> str:
+    """``text`` in the third person where that is mechanical: "I'll take notes" said by
+    the Project Manager becomes "Project Manager will take notes", "We'll decide" becomes
+    "The group will decide"; fillers go. Anything else keeps its words.
+
+    A speaker's label in front ("Project Manager: I will take notes …") names the owner.
+    """
+    label = _LABEL.match(text)
+    if label and len(label.group(1).split()) <= MAX_LABEL_WORDS:
+        said = text[label.end() :]
+        rewritten = reported(said, label.group(1).strip())
+        if rewritten != without_fillers(said):
+            return rewritten
+    sentence = without_fillers(text)
+    body = _OPENER.sub("", sentence)
+    if body != sentence and body:
+        body = body[0].upper() + body[1:]
+    plural = _subject(body, _PLURAL, "")
+    if plural is not None:
+        return plural
+    if owner:
+        singular = _subject(body, _SINGULAR, owner)
+        if singular is not None:
+            return singular
+    return sentence
+
+
+def in_speakers_voice(sentence: str) -> bool:
+    """The sentence speaks as a speaker: it opens with "I", or a first- or second-person
+    word stands in its first three words after an opener ("So, this is our first
+    meeting …"). A report says "the group" or names the person."""
+    body = _OPENER.sub("", sentence.strip())
+    if _FIRST_SINGULAR.match(body):
+        return True
+    return bool(_SPOKEN_PRONOUN.search(" ".join(body.split()[:3])))
