@@ -343,6 +343,10 @@ def test_items_and_summaries_report_rather_than_speak_as_the_speakers():
     ]
     assert TranscriptSummarizer._own_words(sentences, index) == [sentences[1], sentences[3]]
     assert TranscriptSummarizer._own_words(sentences[:2], index) == sentences[:2]
+    # The JFK clip, 0.5B model: a word said again in the plural is said once.
+    assert reported("The speakers are asking American Americans to ask.") == (
+        "The speakers are asking Americans to ask."
+    )
     # The model's own label in front names the owner; a line with no rewrite keeps it.
     assert reported("Project Manager: I will take notes.") == "Project Manager will take notes."
     assert reported("Marketing: So each of you will show us.") == (

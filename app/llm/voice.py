@@ -16,8 +16,10 @@ import re
 
 # Whole-word fillers of spoken English, with a comma after them ("so uh that", "um, the").
 _FILLER = re.compile(r"(?<![\w'’-])(?:uh|um|uhm|erm|er|ah|hmm|mm)(?![\w'’-]),?\s*", re.I)
-# A word said twice or more in a row ("the the", "quite quite").
+# A word said twice or more in a row ("the the", "quite quite"), also once more in the
+# plural: the 0.5B model wrote "asking American Americans to …" for the JFK clip.
 _STUTTER = re.compile(r"\b(\w+)(?:\s+\1\b)+", re.I)
+_PLURAL_STUTTER = re.compile(r"\b(\w+)\s+(\1s)\b", re.I)
 # Words a speaker opens a turn with before the sentence proper.
 _OPENER = re.compile(r"^(?:(?:so|okay|ok|well|right|and|yeah|alright)\b[,.]?\s+)+", re.I)
 
@@ -46,7 +48,7 @@ _SPOKEN_PRONOUN = re.compile(r"\b(?:I|I'm|I'll|we|we're|we'll|our|us|my|me|you|y
 
 def without_fillers(text: str) -> str:
     """The words without "uh", "um" and words said twice in a row, spacing kept tidy."""
-    cleaned = _STUTTER.sub(r"\1", _FILLER.sub("", text))
+    cleaned = _PLURAL_STUTTER.sub(r"\2", _STUTTER.sub(r"\1", _FILLER.sub("", text)))
     cleaned = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", cleaned)).strip()
     if cleaned and text[:1].isupper():
         cleaned = cleaned[0].upper() + cleaned[1:]
