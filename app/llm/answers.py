@@ -34,6 +34,7 @@ from app.llm.prompts import (
     RESTATE_SYSTEM_PROMPT,
     time_span,
 )
+from app.llm.voice import LABEL as _LABEL
 from app.llm.voice import reported
 
 NO_SPEECH = Summary(
@@ -331,9 +332,6 @@ def trim_summary(text: str, max_sentences: int = 5) -> str:
 MIN_SENTENCE_SUPPORT = 0.34  # share of a sentence's content words that someone said
 
 
-_LABEL = re.compile(r"^[^:]{1,60}:\s+")  # "Project Manager's Meeting: …"
-
-
 def without_label(sentence: str) -> str:
     """The words after a leading label ("Marketing: Just put it on the desk.")."""
     return _LABEL.sub("", sentence, count=1)
@@ -399,10 +397,15 @@ def _words(text: str) -> set[str]:
     return set(normalize(text).split())
 
 
+def word_overlap(a: str, b: str) -> float:
+    """Shared words over all words of the two texts (Jaccard)."""
+    wa, wb = _words(a), _words(b)
+    return len(wa & wb) / max(1, len(wa | wb))
+
+
 def _same(a: Item, b: Item) -> bool:
     """Two items say the same thing: same text, or overlapping evidence with similar words."""
-    wa, wb = _words(a.text), _words(b.text)
-    jaccard = len(wa & wb) / max(1, len(wa | wb))
+    jaccard = word_overlap(a.text, b.text)
     shared_segments = set(a.evidence.segments) & set(b.evidence.segments)
     return (
         jaccard >= 0.6

@@ -50,6 +50,7 @@ from app.llm.answers import (
     trim_summary,
     with_extractive_points,
     without_label,
+    word_overlap,
 )
 from app.llm.answers import SENTENCE_END as _SENTENCE_END  # noqa: F401 (its old name here)
 from app.llm.answers import _close_json as _close_json
@@ -158,11 +159,10 @@ def points_beyond(text: str, written: list[list[Item]], points: list[Item]) -> l
     and the joined summary opens with the same sentences: four of five key points of an
     AMI meeting repeated the paragraph above them word for word.
     """
-    said = [_words(x) for x in _SENTENCES.split(text) if x.strip()]
+    said = [x for x in _SENTENCES.split(text) if x.strip()]
 
     def repeats(item: Item) -> bool:
-        words = _words(item.text)
-        return any(len(words & s) / max(1, len(words | s)) >= REPEAT_JACCARD for s in said)
+        return any(word_overlap(item.text, x) >= REPEAT_JACCARD for x in said)
 
     fresh = pick_round_robin([[p for p in g if not repeats(p)] for g in written], MAX_MERGED_POINTS)
     return fresh if text and len(fresh) >= MIN_POINTS else points

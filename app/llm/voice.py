@@ -24,23 +24,18 @@ _PLURAL_STUTTER = re.compile(r"\b(\w+)\s+(\1s)\b", re.I)
 _OPENER = re.compile(r"^(?:(?:so|okay|ok|well|right|and|yeah|alright)\b[,.]?\s+)+", re.I)
 
 _APOSTROPHE = "['’]"
-# (pattern at the start of a sentence, replacement; "{owner}" is the speaker's name)
-_SINGULAR = [
-    (rf"I(?: will|{_APOSTROPHE}ll)", "{owner} will"),
-    (rf"I(?: am|{_APOSTROPHE}m) going to", "{owner} is going to"),
-    (rf"I(?: have|{_APOSTROPHE}ve) to", "{owner} has to"),
-    (r"I need to", "{owner} needs to"),
-    (r"I (should|must|can|could|would)", r"{owner} \1"),
+# What follows "I" or "We" at the start of a sentence, and the same for a third person
+# ("Project Manager" or "The group": both take the singular verb).
+_AFTER_SUBJECT = [
+    (rf"(?: will|{_APOSTROPHE}ll)", " will"),
+    (rf"(?: am|{_APOSTROPHE}m| are|{_APOSTROPHE}re) going to", " is going to"),
+    (rf"(?: have|{_APOSTROPHE}ve) to", " has to"),
+    (r" need to", " needs to"),
+    (r" (should|must|can|could|would|decided|agreed|discussed)", r" \1"),
 ]
-_PLURAL = [
-    (rf"We(?: will|{_APOSTROPHE}ll)", "The group will"),
-    (rf"We(?: are|{_APOSTROPHE}re) going to", "The group is going to"),
-    (rf"We(?: have|{_APOSTROPHE}ve) to", "The group has to"),
-    (r"We need to", "The group needs to"),
-    (r"We (should|must|can|could|would|decided|agreed|discussed)", r"The group \1"),
-    (rf"Let{_APOSTROPHE}s", "The group will"),
-]
-_LABEL = re.compile(r"^([A-Z][^:]{0,40}):\s+")  # "Project Manager: I will take notes …"
+GROUP = "The group"
+# "Project Manager: I will take notes …"; answers.without_label strips the same label.
+LABEL = re.compile(r"^([^:]{1,60}):\s+")
 MAX_LABEL_WORDS = 4
 _FIRST_SINGULAR = re.compile(rf"^I(?:{_APOSTROPHE}(?:ll|m|ve|d))?\b")
 _SPOKEN_PRONOUN = re.compile(r"\b(?:I|I'm|I'll|we|we're|we'll|our|us|my|me|you|your)\b", re.I)
@@ -55,11 +50,14 @@ def without_fillers(text: str) -> str:
     return cleaned or text
 
 
-def _subject(sentence: str, rules, owner: str) -> str | None:
-    for pattern, replacement in rules:
-        match = re.match(rf"{pattern}\b", sentence)
+def _subject(sentence: str, pronoun: str, name: str) -> str | None:
+    """``sentence`` with its opening ``pronoun`` and verb said of ``name``, or None."""
+    if pronoun == "We" and re.match(rf"Let{_APOSTROPHE}s\b", sentence):
+        return f"{name} will" + sentence[5:]
+    for after, replacement in _AFTER_SUBJECT:
+        match = re.match(rf"{pronoun}{after}\b", sentence)
         if match:
-            return match.expand(replacement.replace("{owner}", owner)) + sentence[match.end() :]
+            return name + match.expand(replacement) + sentence[match.end() :]
     return None
 
 
@@ -70,7 +68,7 @@ def reported(text: str, owner: str | None = None) -> str:
 
     A speaker's label in front ("Project Manager: I will take notes …") names the owner.
     """
-    label = _LABEL.match(text)
+    label = LABEL.match(text)
     if label and len(label.group(1).split()) <= MAX_LABEL_WORDS:
         said = text[label.end() :]
         rewritten = reported(said, label.group(1).strip())
@@ -80,14 +78,11 @@ def reported(text: str, owner: str | None = None) -> str:
     body = _OPENER.sub("", sentence)
     if body != sentence and body:
         body = body[0].upper() + body[1:]
-    plural = _subject(body, _PLURAL, "")
+    plural = _subject(body, "We", GROUP)
     if plural is not None:
         return plural
-    if owner:
-        singular = _subject(body, _SINGULAR, owner)
-        if singular is not None:
-            return singular
-    return sentence
+    singular = _subject(body, "I", owner) if owner else None
+    return singular if singular is not None else sentence
 
 
 def in_speakers_voice(sentence: str) -> bool:
