@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import hashlib
 import importlib
 import json
 import platform
@@ -175,7 +176,55 @@ def previous_package(ref: str = "HEAD") -> str:
     return "prev_llm"
 
 
-def summarizer(which: str, max_tokens: int, model: str | None, previous: str = "HEAD"):
+class ReplayEngine:
+    """The engine's answers kept on disk, keyed by everything a call depends on.
+
+    Each llama.cpp call is seeded from its own messages (``engines.call_seed``), so an
+    answer is a function of its input: replaying it is exact. A change that only
+    post-processes answers is then measured on every meeting in seconds, and the
+    previous code replays the same answers wherever it asks the same question.
+    """
+
+    def __init__(self, engine, folder: Path) -> None:
+        self.engine, self.folder = engine, folder
+        self.name, self.model_name = engine.name, engine.model_name
+        self.context_tokens = engine.context_tokens
+        self.hits = self.misses = 0
+        folder.mkdir(parents=True, exist_ok=True)
+
+    def count_tokens(self, text: str) -> int:
+        return self.engine.count_tokens(text)
+
+    def generate(self, messages, *, max_tokens, temperature, json_schema=None):
+        from app.llm.engines import Completion
+
+        key = json.dumps(
+            [self.model_name, messages, max_tokens, round(temperature, 4), json_schema],
+            sort_keys=True,
+            default=str,
+        )
+        path = self.folder / f"{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
+        if path.exists():
+            self.hits += 1
+            return Completion(**json.loads(path.read_text()))
+        self.misses += 1
+        out = self.engine.generate(
+            messages, max_tokens=max_tokens, temperature=temperature, json_schema=json_schema
+        )
+        path.write_text(out.model_dump_json())
+        return out
+
+    def stream(self, messages, *, max_tokens, temperature):
+        return self.engine.stream(messages, max_tokens=max_tokens, temperature=temperature)
+
+
+def summarizer(
+    which: str,
+    max_tokens: int,
+    model: str | None,
+    previous: str = "HEAD",
+    replay: Path | None = None,
+):
     from app.core.model_assets import resolve_llm_model
     from app.core.settings import Settings
     from app.llm.engines import LlamaCppEngine
@@ -186,6 +235,8 @@ def summarizer(which: str, max_tokens: int, model: str | None, previous: str = "
         settings.llm_context_tokens,
         settings.llm_threads,
     )
+    if replay is not None:
+        engine = ReplayEngine(engine, replay)
     pkg = previous_package(previous) if which == "previous" else "app.llm"
     module = importlib.import_module(f"{pkg}.summarize")
     return module.TranscriptSummarizer(engine, max_output_tokens=max_tokens)
@@ -261,12 +312,18 @@ def main() -> None:
     parser.add_argument("--model", default=None, help="LLM model name (default: settings)")
     parser.add_argument("--json", help="write the figures here")
     parser.add_argument("--previous", default="HEAD", help="git ref of the previous code")
+    parser.add_argument(
+        "--replay",
+        type=Path,
+        default=None,
+        help="keep the model's answers in this folder and replay them (exact: seeded calls)",
+    )
     args = parser.parse_args()
     meetings = load(args.split, [m for m in args.meetings.split(",") if m])
     systems = [s for s in args.systems.split(",") if s]
     rows: dict[str, list[dict]] = {s: [] for s in ["first_n", *systems]}
     for which in systems:
-        summ = summarizer(which, args.max_tokens, args.model, args.previous)
+        summ = summarizer(which, args.max_tokens, args.model, args.previous, args.replay)
         for m in meetings:
             segments, starts = timed_segments(m, args.max_minutes)
             text = " ".join(s["text"] for s in segments)

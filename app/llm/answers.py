@@ -35,7 +35,13 @@ from app.llm.prompts import (
     time_span,
 )
 from app.llm.voice import LABEL as _LABEL
-from app.llm.voice import reported
+from app.llm.voice import (
+    before_the_speakers_words,
+    in_speakers_voice,
+    reported,
+    speaks_as_a_speaker,
+    without_fillers,
+)
 
 NO_SPEECH = Summary(
     summary="No speech was detected in the audio.", key_points=[], action_items=[], method="none"
@@ -82,14 +88,26 @@ class Part:
 
 
 def parse_json(text: str) -> dict:
-    """The model's JSON, repaired if ``max_tokens`` cut it off; {} if it is not JSON."""
-    for candidate in (text, _close_json(text)):
-        try:
-            data = json.loads(candidate)
-        except ValueError:
-            continue
+    """The model's JSON, repaired if ``max_tokens`` cut it off; {} if it is not JSON.
+
+    An item the cut fell inside ("Plastic is cheap) is half a sentence: it goes, and
+    the items before it stay. A summary cut off mid-sentence loses that sentence in
+    :func:`trim_summary`.
+    """
+    try:
+        data = json.loads(text)
         return data if isinstance(data, dict) else {}
-    return {}
+    except ValueError:
+        pass
+    kept, data = _closed(text)
+    if not isinstance(data, dict):
+        return {}
+    kept = kept.rstrip().rstrip(",")
+    inside_item = len(_close_json(kept)) - len(kept) > 2  # closed by '"}]}' or '}]}'
+    last = next(reversed(data), None)
+    if inside_item and isinstance(data.get(last), list) and data[last]:
+        data[last] = data[last][:-1]
+    return data
 
 
 def parse_summary(text: str) -> Summary:
@@ -121,6 +139,21 @@ def _unique(items) -> list[str]:
             seen.add(key)
             out.append(text)
     return out
+
+
+def _closed(text: str, tries: int = 40) -> tuple[str, object]:
+    """``text`` closed, cut back to a comma or an opening bracket where the cut fell
+    inside a key (``{"line": 2, "ta``): what was closed, and its value (or None)."""
+    end = len(text)
+    for _ in range(tries):
+        closed = _close_json(text[:end])
+        try:
+            return text[:end], json.loads(closed)
+        except ValueError:
+            end = max(text.rfind(",", 0, end), text.rfind("[", 0, end) + 1, 0)
+            if end <= 0:
+                break
+    return "", None
 
 
 def _close_json(text: str) -> str:
@@ -189,10 +222,16 @@ def ground_answer(
                 part.copied += 1
                 continue
             stats.repaired += int(repaired)
-            # "I" is the speaker only in the speaker's own words; the model writes "I'll
-            # ask the Project Manager to …" as itself, and that "I" names nobody.
-            own = copies_line(text, evidence.quote, index.speaker_words)
-            text = reported(text, _speaker_of(evidence, index) if own else None)
+            text = reported(text, _owner(text, evidence, index))
+            if speaks_as_a_speaker(text):  # "I proposed that I make …"
+                opens_as_speaker = in_speakers_voice(without_label(text))
+                text = "" if opens_as_speaker else (before_the_speakers_words(text) or text)
+                if not is_action and speaks_as_a_speaker(text):
+                    text = ""
+                if not text:  # an "I" nobody owns, or a speaker's line: not an item
+                    stats.dropped += 1
+                    part.copied += int(not is_action)
+                    continue
             (part.actions if is_action else part.points).append(Item(text, evidence))
     part.points = dedup(part.points)
     part.actions = dedup(part.actions)
@@ -203,6 +242,34 @@ def _speaker_of(evidence: Evidence, index: TranscriptIndex) -> str | None:
     """Who said the evidence's first words: the owner of an "I'll …" item."""
     seg = index.by_id.get(evidence.segments[0]) if evidence.segments else None
     return seg.speaker if seg else None
+
+
+_WILL = r"(?:['’]ll| will| am going to|['’]m going to| shall)"
+_I_WILL = re.compile(rf"^I{_WILL}\s+(\w+)", re.I)
+
+
+def _owner(text: str, evidence: Evidence, index: TranscriptIndex) -> str | None:
+    """The speaker an item's "I" stands for, when it is the speaker's.
+
+    "I" is the speaker only in the speaker's own words: a copy of the line, or the same
+    "I'll <verb>" as the line ("I will take notes …" for "I'll take notes during this
+    meeting so uh that …"). The model also writes "I'll ask the Project Manager to …" as
+    itself: that "I" names nobody, and neither does one that would make the speaker act
+    on themselves ("Project Manager will call the Project Manager").
+    """
+    speaker = _speaker_of(evidence, index)
+    if not speaker or speaker.lower() in text.lower():
+        return None
+    if copies_line(text, evidence.quote, index.speaker_words):
+        return speaker
+    item = _I_WILL.match(text.strip())
+    if item is None:
+        return None
+    verb = re.escape(item.group(1))
+    said = " ".join(index.by_id[i].text for i in evidence.segments if i in index.by_id)
+    line = without_fillers(said)  # "I'll uh take notes", "I'll just take notes"
+    same = re.search(rf"\bI{_WILL}\s+(?:\w+\s+){{0,2}}{verb}\b", line, re.I)
+    return speaker if same else None
 
 
 # Our instructions, and the restatement's worked example: on a 2,100-token QMSum topic the
@@ -263,7 +330,7 @@ def points_from_summary(part: Part, lines: list[Line], index: TranscriptIndex) -
     extra = []
     for sentence in SENTENCE_END.split(part.summary):
         text = extractive.first_sentence(sentence.strip(), MAX_ITEM_WORDS)
-        if len(content_words(text)) < MIN_POINT_WORDS:
+        if len(content_words(text)) < MIN_POINT_WORDS or speaks_as_a_speaker(text):
             continue
         evidence, _ = _ground_on_lines(text, -1, by_number, index, False)
         if evidence is None:  # not strictly: the line sharing the most words, if it backs it
@@ -366,6 +433,25 @@ def without_heading(sentence: str) -> str:
     return _GLUED_HEADING.sub("", sentence, count=1)
 
 
+def without_heading_label(sentence: str, speaker_words: set[str] | frozenset[str]) -> str:
+    """The sentence without a label in front that names no speaker.
+
+    Seen in the 0.5B model's topic summaries of AMI meetings: "Project Manager's Meeting:
+    Project Manager finds the minutes …". A speaker's own label ("Marketing: …") stays:
+    it marks a quotation, which :func:`reported` rewrites or the summary leaves out.
+    """
+    label = _LABEL.match(sentence)
+    if not label or len(label.group(1).split()) > 5:
+        return sentence
+    words = normalize(label.group(1)).split()
+    if words and all(_is_name(w, speaker_words) for w in words):
+        return sentence
+    rest = sentence[label.end() :]
+    if len(content_words(rest)) < 2:  # "Project Manager's Meeting: Okay.": says nothing
+        return sentence
+    return rest[:1].upper() + rest[1:]
+
+
 def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
     """Drop the summary's sentences whose topic words were mostly never said.
 
@@ -378,7 +464,8 @@ def supported_sentences(text: str, index: TranscriptIndex) -> tuple[str, int]:
     dropped = 0
     for sentence in (x.strip() for x in SENTENCE_END.split(text.strip()) if x.strip()):
         # "Marketing and Marketing discussed ..." (AMI topic summaries): one name, once.
-        sentence = reported(_DOUBLED_NAME.sub(r"\1", without_heading(sentence)))
+        sentence = without_heading_label(without_heading(sentence), index.speaker_words)
+        sentence = reported(_DOUBLED_NAME.sub(r"\1", sentence))
         words = content_words(sentence)
         if len(words) >= 3 and len(words & said) < MIN_SENTENCE_SUPPORT * len(words):
             dropped += 1

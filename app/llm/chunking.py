@@ -150,6 +150,50 @@ def names_a_topic(title: str) -> bool:
     return not echo and not checks.is_meta(title)
 
 
+# What a title says of its speakers before its topic: "Project Manager's talk on using
+# tools", "Project Manager and Marketing Discuss Remote Buttons".
+_ABOUT_LEAD = frozenset(
+    "talk talks presentation presentations discussion discussions discuss discusses "
+    "discussing discussed proposal proposals proposes proposed decision decisions update "
+    "report reflection response on of about the".split()
+)
+
+
+def without_speakers(title: str, speaker_words: set[str]) -> str:
+    """The topic a title names after the speakers it opens with, or the title itself.
+
+    "Industrial Designer's talk on remote control" -> "Remote control". A title that
+    says nothing else ("Project Manager's Presentation") comes back empty. A speaker's
+    role that is the topic stays ("User Interface Design").
+    """
+    words = title.split()
+
+    def speaker(word: str) -> bool:
+        stems = content_words(word.replace("’", "'").removesuffix("'s"))
+        return bool(stems) and stems <= speaker_words
+
+    at, possessive = 0, False
+    while at < len(words):
+        if speaker(words[at]):
+            possessive = words[at].replace("’", "'").endswith("'s")
+            at += 1
+        elif (
+            at
+            and words[at].lower() in {"and", "&"}
+            and at + 1 < len(words)
+            and speaker(words[at + 1])
+        ):
+            at += 1
+        else:
+            break
+    if at == 0 or not (possessive or (at < len(words) and normalize(words[at]) in _ABOUT_LEAD)):
+        return title
+    while at < len(words) and normalize(words[at]) in _ABOUT_LEAD:
+        at += 1
+    rest = " ".join(words[at:])
+    return rest[:1].upper() + rest[1:]
+
+
 def chapters_for(parts: list[Part], parts_segs: list[list[Seg]]) -> list[Chapter]:
     """One chapter per part: the model's title if it names a topic, else the part's phrase.
 
@@ -164,6 +208,7 @@ def chapters_for(parts: list[Part], parts_segs: list[list[Seg]]) -> list[Chapter
             continue
         gist = extractive.first_sentence(part.summary)
         title = " ".join(part.title.strip().rstrip(".").split()[:6])
+        title = without_speakers(title, speakers)
         about = content_words(title) - GENERIC_TITLE_WORDS - speakers
         repeated = any(c.title.lower() == title.lower() for c in out)
         # "Project Manager: How We Can Use": a speaker's label and a fragment, not a topic.

@@ -20,6 +20,9 @@ GROUNDED_SYSTEM_PROMPT = (
     "comes as numbered lines: [12] text. Answer in JSON.\n"
     "title (when asked): 2 to 6 words naming the topic the speakers discuss, never just "
     '"meeting" or "summary".\n'
+    "summary: 2-4 sentences in your own words on what the speakers said: who, what, where, "
+    "decisions. Only facts stated in the transcript. Do not describe the transcript, the "
+    "recording or the meeting itself.\n"
     "key_points: the main points. For each: line (the number of the line it comes from) and "
     "point (one short sentence in your own words: what was proposed, found or decided, "
     "and by whom; never a copy of the line).\n"
@@ -27,10 +30,7 @@ GROUNDED_SYSTEM_PROMPT = (
     'words like "I\'ll", "we will", "let\'s", "need to", "can you". For each: line (the '
     "line with those words) and task (who does what, naming the person when one was named). "
     "Most conversations have no such tasks: then "
-    "action_items is []. Never invent tasks.\n"
-    "summary: 2-4 sentences in your own words on what the speakers said: who, what, where, "
-    "decisions. Only facts stated in the transcript. Do not describe the transcript, the "
-    "recording or the meeting itself."
+    "action_items is []. Never invent tasks."
 )
 RETRY_HINT = (
     "Your previous answer was rejected ({problems}). Write about what the speakers actually "
@@ -92,13 +92,14 @@ def grounded_schema(max_points: int = MAX_POINTS, max_actions: int = MAX_ACTIONS
     (it blows llama.cpp's sampler stack), ``max_tokens`` bounds length instead.
     """
     text = {"type": "string"}
-    # Items first, summary last: the model writes the summary after it has picked the
-    # evidence, and a summary cut off by max_tokens loses the least.
+    # The summary first: written last, it was lost whenever the items ran out of tokens
+    # (9 of 45 topic calls on four AMI meetings ended at max_tokens inside the key
+    # points, and the empty summary cost a retry). Cut-off items are repaired or dropped.
     props: dict = {"title": text} if title else {}
     props |= {
+        "summary": text,
         "key_points": {"type": "array", "items": _cited_item("point"), "maxItems": max_points},
         "action_items": {"type": "array", "items": _cited_item("task"), "maxItems": max_actions},
-        "summary": text,
     }
     return {
         "type": "object",

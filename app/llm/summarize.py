@@ -97,7 +97,7 @@ from app.llm.prompts import (
 from app.llm.prompts import clock as _clock
 from app.llm.prompts import time_span as _span
 from app.llm.topics import segment_topics
-from app.llm.voice import in_speakers_voice
+from app.llm.voice import before_the_speakers_words, speaks_as_a_speaker
 
 # What callers import from here; the names live in the modules above. The private helpers
 # imported ``as`` themselves stay importable too (tests reach for some of them).
@@ -150,6 +150,10 @@ SHORT_LINES = 2  # a transcript this short needs no key points of its own
 RESTATE_TOKENS = 160  # one or two sentences
 RESTATE_SHORT_LINES = 6  # a clip this short is said again if any summary sentence quotes
 RESTATE_REPEAT_NGRAM = 4  # a restatement that says a 4-gram twice contradicts itself
+_NEGATION = re.compile(r"\b(?:not|never|no|don't|doesn't|didn't|won't|can't|isn't)\b", re.I)
+_CONTRAST = re.compile(
+    r"\b(?:not|never|no|rather than|instead|but|without|against|n't)\b|n't\b", re.I
+)
 
 
 def points_beyond(text: str, written: list[list[Item]], points: list[Item]) -> list[Item]:
@@ -333,7 +337,9 @@ class TranscriptSummarizer:
         The new text replaces it only when it passes every check and quotes less; the
         points then come from its sentences where the model's own were copies.
         """
-        if part.method == "extractive_fallback" or not self._quotes(part.summary, segs, index):
+        lost = self._lost_negation(part.summary, segs)
+        quotes = self._quotes(part.summary, segs, index)
+        if part.method == "extractive_fallback" or not (quotes or lost):
             return part
         said = self._call(
             restate_messages(segs, instruction), RESTATE_TOKENS, self.temperature, stats
@@ -344,12 +350,27 @@ class TranscriptSummarizer:
             or checks.problems(text, [], [], index)
             or checks.quoted_share(text, index) > checks.MAX_QUOTED_SHARE
             or checks.ngram_repeat_rate([text], RESTATE_REPEAT_NGRAM) > 0
+            or (lost and self._lost_negation(text, segs))
         ):  # "... ask what they can do for their country rather than what they can do ..."
             return part
         old = normalize(part.summary)  # points taken from the quoting summary go with it
         part.points = [p for p in part.points if normalize(p.text) not in old]
         part.summary = text
         return self._written_points(part, segs, index)
+
+    @staticmethod
+    def _lost_negation(summary: str, segs: list[Seg]) -> bool:
+        """A clip of a few lines says "not", and its summary says no "not", "rather than",
+        "instead" or "but": the meaning may have turned over.
+
+        Seen from the 0.5B model on the JFK clip ("ask not what your country can do for
+        you, ask what you can do for your country"): "The speakers discuss the topic of
+        asking what countries can do for them, asking what they can do for their country."
+        """
+        if len(segs) > RESTATE_SHORT_LINES:
+            return False
+        said = " ".join(s.text for s in segs)
+        return bool(_NEGATION.search(said)) and not _CONTRAST.search(summary)
 
     @staticmethod
     def _quotes(summary: str, segs: list[Seg], index: TranscriptIndex) -> bool:
@@ -486,19 +507,20 @@ class TranscriptSummarizer:
         Seen in the joined topic summaries of AMI meetings: "Marketing: Just put it on the
         deskt desktop.", "So, this is our first meeting of this design project.", "I'll
         ask the user to confirm …". A meeting's summary reports what was said; the quote is
-        in the transcript. Reported speech that quotes a phrase ("asking the User Interface
-        to decide exactly what we're going to do with the remote") stays, and so do the
-        quotes when fewer than two sentences would be left: a summary is more than one
-        phrase.
+        in the transcript. A sentence that runs on into a speaker's words keeps the report
+        before them; "we" in a report was already said as "they". A question is a
+        speaker's, too. All stay when fewer than two sentences would be left: a summary is
+        more than one phrase.
         """
+        sentences = [
+            (before_the_speakers_words(x) or x) if speaks_as_a_speaker(x) else x for x in sentences
+        ]
         own = [
             x
             for x in sentences
-            if not in_speakers_voice(x)
-            and (
-                (said := without_label(x)) == x
-                or checks.quoted_share(said, index) <= checks.MAX_QUOTED_SHARE
-            )
+            if not speaks_as_a_speaker(x)
+            and not x.rstrip().endswith("?")  # "Project Manager: Why are trends so important?"
+            and without_label(x) == x
         ]
         return own if len(own) >= min(2, len(sentences)) else sentences
 

@@ -38,12 +38,48 @@ GROUP = "The group"
 LABEL = re.compile(r"^([^:]{1,60}):\s+")
 MAX_LABEL_WORDS = 4
 _FIRST_SINGULAR = re.compile(rf"^I(?:{_APOSTROPHE}(?:ll|m|ve|d))?\b")
-_SPOKEN_PRONOUN = re.compile(r"\b(?:I|I'm|I'll|we|we're|we'll|our|us|my|me|you|your)\b", re.I)
+_SPOKEN_PRONOUN = re.compile(r"\b(?:I|I'm|I'll|we|we're|we'll|our|(?-i:us)|my|me|you|your)\b", re.I)
+# Words only a speaker says: "I", "my", "you", "let's", "sorry" stand in a report only
+# inside a quotation. Seen in the 0.5B model's topic summaries of AMI meetings, where a
+# sentence runs on into the speaker's line: "… suggested different kinds of dogs but I
+# like dogs.", "… for let's make that go away, that means we've got five minutes."
+_SPEAKERS_OWN = re.compile(
+    rf"(?<![\w'’-])(?:(?-i:I)(?:{_APOSTROPHE}(?:m|ll|ve|d))?|me|my|mine|myself"
+    rf"|you(?:{_APOSTROPHE}(?:re|ve|ll|d))?|your|yours|let{_APOSTROPHE}s|sorry|gonna|wanna)"
+    r"(?![\w'’-])",
+    re.I,
+)
+# "we" inside a report is the speakers: "… to decide what we're going to do" -> "… what
+# they're going to do". "US" (the country) is not "us".
+_GROUP_WORD = re.compile(
+    rf"(?<![\w'’-])(?:we(?:{_APOSTROPHE}(?:re|ve|ll|d))?|(?-i:us|Us)|our|ours|ourselves)"
+    r"(?![\w'’-])",
+    re.I,
+)
+_THIRD_PERSON = {"we": "they", "us": "them", "our": "their", "ours": "theirs"}
+_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”")
+
+
+# A word broken off and said again whole ("mo modern", "deskt desktop", "re responses",
+# "t take"), as AMI's transcripts write it and the 0.5B model copies it. Short words of
+# their own ("we were", "he helps", "in into") are not fragments.
+_FRAGMENT = re.compile(r"(?<![\w'’-])([a-z]{1,5})\s+(?=(\1[a-z]+)\b)")
+_WHOLE_WORDS = frozenset(
+    "a an i he we in on at as is it to be by do go no so or of up us me my the then this "
+    "that for from with will can not and but all any one out our her his him she they "
+    "there their here how who what when where was were are has had have".split()
+)
+
+
+def _without_fragments(text: str) -> str:
+    return _FRAGMENT.sub(lambda m: m.group(0) if m.group(1) in _WHOLE_WORDS else "", text)
 
 
 def without_fillers(text: str) -> str:
-    """The words without "uh", "um" and words said twice in a row, spacing kept tidy."""
-    cleaned = _PLURAL_STUTTER.sub(r"\2", _STUTTER.sub(r"\1", _FILLER.sub("", text)))
+    """The words without "uh", "um", broken-off words and words said twice in a row,
+    spacing kept tidy."""
+    cleaned = _without_fragments(_FILLER.sub("", text))
+    cleaned = _PLURAL_STUTTER.sub(r"\2", _STUTTER.sub(r"\1", cleaned))
     cleaned = re.sub(r"\s+([,.;:!?])", r"\1", re.sub(r"\s{2,}", " ", cleaned)).strip()
     if cleaned and text[:1].isupper():
         cleaned = cleaned[0].upper() + cleaned[1:]
@@ -80,16 +116,87 @@ def reported(text: str, owner: str | None = None) -> str:
         body = body[0].upper() + body[1:]
     plural = _subject(body, "We", GROUP)
     if plural is not None:
-        return plural
+        return as_reported(plural)
     singular = _subject(body, "I", owner) if owner else None
-    return singular if singular is not None else sentence
+    return as_reported(singular if singular is not None else sentence)
+
+
+def _unquoted(sentence: str) -> str:
+    return _QUOTED.sub(" ", sentence)
+
+
+def speaks_as_a_speaker(sentence: str) -> bool:
+    """A word only a speaker says stands outside quotation marks: "I", "my", "you",
+    "let's", "sorry"; or the sentence opens in a speaker's voice."""
+    return in_speakers_voice(sentence) or bool(_SPEAKERS_OWN.search(_unquoted(sentence)))
+
+
+# Where a report may stop before the speaker's words begin: a comma, or a word that
+# joins the next clause or phrase ("… different kinds of dogs but I like dogs").
+_JOINS = frozenset(
+    "and but so because while although though as since when which that for to or "
+    "then where if".split()
+)
+MIN_REPORT_WORDS = 6
+
+
+def before_the_speakers_words(sentence: str) -> str | None:
+    """The report a sentence makes before it runs on into a speaker's line, or None.
+
+    "Project Manager proposed a smaller eraser and the user interface suggested different
+    kinds of dogs but I like dogs." ends at "dogs.": the clause before the joining word
+    that opens the speaker's words. None when the sentence opens in a speaker's voice or
+    too little is left to be a sentence.
+    """
+    if in_speakers_voice(sentence):
+        return None
+    found = _SPEAKERS_OWN.search(_unquoted(sentence))
+    if found is None or '"' in sentence[: found.start()] or "“" in sentence[: found.start()]:
+        return None
+    words = sentence[: found.start()].split()
+    while words:
+        last = words.pop()
+        if last.lower().strip(",;:—-") in _JOINS or last.endswith((",", ";", ":", "—")):
+            break
+    else:
+        return None
+    while words and words[-1].lower().strip(",;:") in _JOINS:  # "… dogs, but"
+        words.pop()
+    if len(words) < MIN_REPORT_WORDS:
+        return None
+    head = " ".join(words).rstrip(",;:—- ")
+    return None if speaks_as_a_speaker(head) else head + "."
+
+
+def _third_person(match: re.Match) -> str:
+    word = match.group(0)
+    stem, _, tail = word.replace("’", "'").partition("'")
+    if stem.lower() == "ourselves":
+        said = "themselves"
+    else:
+        said = _THIRD_PERSON[stem.lower()] + (f"'{tail}" if tail else "")
+    return said[0].upper() + said[1:] if word[0].isupper() else said
+
+
+def as_reported(sentence: str) -> str:
+    """The speakers' "we", "our" and "us" said as "they", "their" and "them" in a report.
+
+    Only in a sentence that is otherwise a report: next to "I" or "you" the "we" is a
+    speaker's own, and the sentence stays as it was. Quotations keep their words.
+    """
+    if speaks_as_a_speaker(sentence):
+        return sentence
+    parts = re.split(r'("[^"]*"|“[^”]*”)', sentence)
+    return "".join(
+        part if i % 2 else _GROUP_WORD.sub(_third_person, part) for i, part in enumerate(parts)
+    )
 
 
 def in_speakers_voice(sentence: str) -> bool:
     """The sentence speaks as a speaker: it opens with "I", or a first- or second-person
     word stands in its first three words after an opener ("So, this is our first
     meeting …"). A report says "the group" or names the person."""
-    body = _OPENER.sub("", sentence.strip())
+    body = _OPENER.sub("", _unquoted(sentence).strip())
     if _FIRST_SINGULAR.match(body):
         return True
     return bool(_SPOKEN_PRONOUN.search(" ".join(body.split()[:3])))
