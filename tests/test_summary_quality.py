@@ -497,6 +497,27 @@ def test_an_answer_depends_on_its_input_only(engine):
     first = engine.generate(ask, max_tokens=24, temperature=0.8).text
     engine.generate([{"role": "user", "content": "Name a fruit."}], max_tokens=8, temperature=0.8)
     assert engine.generate(ask, max_tokens=24, temperature=0.8).text == first
+    # A call that shares the first words: llama.cpp reused them and read only the rest
+    # of the next prompt, and the same messages and seed gave another sentence.
+    like = [{"role": "user", "content": "Write one sentence about a yellow banana."}]
+    engine.generate(like, max_tokens=24, temperature=0.8)
+    assert engine.generate(ask, max_tokens=24, temperature=0.8).text == first
+
+
+def test_the_benchmark_replays_the_models_answers_exactly(engine, tmp_path):
+    """``bench.qmsum --replay`` measures a change to the checks on kept answers: that is
+    only honest if a kept answer is the one the model gives again."""
+    from bench.qmsum import ReplayEngine
+
+    replay = ReplayEngine(engine, tmp_path)
+    ask = [{"role": "user", "content": "Write one sentence about a yellow remote control."}]
+    kept = replay.generate(ask, max_tokens=24, temperature=0.8)
+    again = ReplayEngine(engine, tmp_path).generate(ask, max_tokens=24, temperature=0.8)
+    assert (replay.misses, replay.hits) == (1, 0)
+    assert again == kept
+    assert engine.generate(ask, max_tokens=24, temperature=0.8).text == kept.text
+    other = replay.generate(ask, max_tokens=24, temperature=0.2)  # another call: asked
+    assert replay.misses == 2 and other.text
 
 
 def assert_trustworthy(out, segments):
