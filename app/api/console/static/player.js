@@ -17,10 +17,17 @@ export function clearPlayer() {
   delete document.body.dataset.audio;
 }
 
-export async function loadAudio(t) {
+// An uploaded transcript has no audio to play; its segments still show their times.
+// Part of rendering a task: the live view can render a task before openTask's own
+// fetch returns, and the page must not say "ready" with the last task's player shown.
+export function showPlayerFor(t) {
   const player = $("#player");
-  // An uploaded transcript has no audio to play; its segments still show their times.
   player.hidden = t.options?.input === "transcript";
+  return player;
+}
+
+export async function loadAudio(t) {
+  const player = showPlayerFor(t);
   if (player.hidden) return;
   if (!t.audio?.sha256 && !t.audio?.filename) return;
   try {

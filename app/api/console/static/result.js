@@ -3,7 +3,7 @@
 
 import { api } from "./api.js";
 import { $, announce, clock, h, when } from "./dom.js";
-import { seek } from "./player.js";
+import { seek, showPlayerFor } from "./player.js";
 import { duration, percent, stageText, state, taskName, TERMINAL } from "./state.js";
 
 export function renderTaskHeader(t) {
@@ -74,6 +74,7 @@ export function renderResult(t) {
   spk.hidden = speakers.size === 0;
   spk.replaceChildren(...[...speakers].map((s) => h("li", { class: "speaker" }, s)));
   renderSummary(t.result?.summary);
+  showPlayerFor(t);
   document.body.dataset.result = t.status === "succeeded" ? "ready" : t.status;
 }
 
