@@ -35,13 +35,7 @@ from app.llm.prompts import (
     time_span,
 )
 from app.llm.voice import LABEL as _LABEL
-from app.llm.voice import (
-    before_the_speakers_words,
-    in_speakers_voice,
-    reported,
-    speaks_as_a_speaker,
-    without_fillers,
-)
+from app.llm.voice import as_an_item, reported, speaks_as_a_speaker, without_fillers
 
 NO_SPEECH = Summary(
     summary="No speech was detected in the audio.", key_points=[], action_items=[], method="none"
@@ -102,8 +96,7 @@ def parse_json(text: str) -> dict:
     kept, data = _closed(text)
     if not isinstance(data, dict):
         return {}
-    kept = kept.rstrip().rstrip(",")
-    inside_item = len(_close_json(kept)) - len(kept) > 2  # closed by '"}]}' or '}]}'
+    inside_item = len(_closing(kept)) > 2  # closed by '"}]}' or '}]}', not ']}'
     last = next(reversed(data), None)
     if inside_item and isinstance(data.get(last), list) and data[last]:
         data[last] = data[last][:-1]
@@ -158,6 +151,11 @@ def _closed(text: str, tries: int = 40) -> tuple[str, object]:
 
 def _close_json(text: str) -> str:
     """Close the strings, arrays and objects a truncated JSON document left open."""
+    return text.rstrip().rstrip(",") + _closing(text)
+
+
+def _closing(text: str) -> str:
+    """What closes the strings, arrays and objects ``text`` left open."""
     stack: list[str] = []
     in_string = escaped = False
     for ch in text:
@@ -174,8 +172,7 @@ def _close_json(text: str) -> str:
             stack.append("}" if ch == "{" else "]")
         elif ch in "}]" and stack:
             stack.pop()
-    closing = ('"' if in_string else "") + "".join(reversed(stack))
-    return text.rstrip().rstrip(",") + closing
+    return ('"' if in_string else "") + "".join(reversed(stack))
 
 
 # -- grounding the items ------------------------------------------------------------------
@@ -222,16 +219,11 @@ def ground_answer(
                 part.copied += 1
                 continue
             stats.repaired += int(repaired)
-            text = reported(text, _owner(text, evidence, index))
-            if speaks_as_a_speaker(text):  # "I proposed that I make …"
-                opens_as_speaker = in_speakers_voice(without_label(text))
-                text = "" if opens_as_speaker else (before_the_speakers_words(text) or text)
-                if not is_action and speaks_as_a_speaker(text):
-                    text = ""
-                if not text:  # an "I" nobody owns, or a speaker's line: not an item
-                    stats.dropped += 1
-                    part.copied += int(not is_action)
-                    continue
+            text = as_an_item(reported(text, _owner(text, evidence, index)), is_action)
+            if not text:  # "I proposed that I make …", an "I" nobody owns: not an item
+                stats.dropped += 1
+                part.copied += int(not is_action)
+                continue
             (part.actions if is_action else part.points).append(Item(text, evidence))
     part.points = dedup(part.points)
     part.actions = dedup(part.actions)

@@ -101,19 +101,24 @@ class LlamaCppEngine:
     def count_tokens(self, text: str) -> int:
         return len(self._llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
-    # _from_scratch: each call reads its whole prompt. llama.cpp keeps the previous call's
-    # tokens and reads only what differs; the rest of the prompt is then read in other
-    # batches, the logits differ in the last bits, and a sample can turn: "… devices and
-    # applications, making it …" against "… devices and appliances, such as …" for the
-    # same messages and seed after a call that shared their first words. Reading the
-    # shared system prompt again (235 tokens) is the cost (docs/summaries.md, step 7).
+    def _from_scratch(self) -> None:
+        """Make the next call read its whole prompt.
+
+        llama.cpp keeps the previous call's tokens and reads only what differs; the rest
+        of the prompt is then read in other batches, the logits differ in the last bits,
+        and a sample can turn: "… devices and applications, making it …" against "…
+        devices and appliances, such as …" for the same messages and seed after a call
+        that shared their first words. Reading the shared system prompt again (235
+        tokens) is the cost (docs/summaries.md, step 7).
+        """
+        self._llm.reset()
 
     def generate(self, messages, *, max_tokens, temperature, json_schema=None) -> Completion:
         kwargs = {}
         if json_schema is not None:
             kwargs["response_format"] = {"type": "json_object", "schema": json_schema}
         with self._lock:
-            self._llm.reset()  # see _from_scratch
+            self._from_scratch()
             out = self._llm.create_chat_completion(
                 messages=messages,
                 max_tokens=max_tokens,
@@ -132,7 +137,7 @@ class LlamaCppEngine:
 
     def stream(self, messages, *, max_tokens, temperature) -> Iterator[str]:
         with self._lock:
-            self._llm.reset()  # see _from_scratch
+            self._from_scratch()
             for chunk in self._llm.create_chat_completion(
                 messages=messages,
                 max_tokens=max_tokens,

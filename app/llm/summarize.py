@@ -512,9 +512,7 @@ class TranscriptSummarizer:
         speaker's, too. All stay when fewer than two sentences would be left: a summary is
         more than one phrase.
         """
-        sentences = [
-            (before_the_speakers_words(x) or x) if speaks_as_a_speaker(x) else x for x in sentences
-        ]
+        sentences = [before_the_speakers_words(x) or x for x in sentences]
         own = [
             x
             for x in sentences

@@ -57,7 +57,7 @@ _GROUP_WORD = re.compile(
     re.I,
 )
 _THIRD_PERSON = {"we": "they", "us": "them", "our": "their", "ours": "theirs"}
-_QUOTED = re.compile(r"\"[^\"]*\"|“[^”]*”")
+_QUOTED = re.compile(r"(\"[^\"]*\"|“[^”]*”)")
 
 
 # A word broken off and said again whole ("mo modern", "deskt desktop", "re responses",
@@ -168,6 +168,22 @@ def before_the_speakers_words(sentence: str) -> str | None:
     return None if speaks_as_a_speaker(head) else head + "."
 
 
+def as_an_item(text: str, is_action: bool) -> str:
+    """An item's words as a report, or "" when they are a speaker's own.
+
+    An item that opens in a speaker's voice ("I proposed that I make the eraser
+    smaller.", an "I" nobody owns) is not an item; one that runs on into a speaker's
+    line keeps the report before it. An action item may keep a speaker's word later
+    on ("… so that you can look at the folder"); a key point may not.
+    """
+    if not speaks_as_a_speaker(text):
+        return text
+    if in_speakers_voice(LABEL.sub("", text, count=1)):
+        return ""
+    text = before_the_speakers_words(text) or text
+    return "" if not is_action and speaks_as_a_speaker(text) else text
+
+
 def _third_person(match: re.Match) -> str:
     word = match.group(0)
     stem, _, tail = word.replace("’", "'").partition("'")
@@ -186,7 +202,7 @@ def as_reported(sentence: str) -> str:
     """
     if speaks_as_a_speaker(sentence):
         return sentence
-    parts = re.split(r'("[^"]*"|“[^”]*”)', sentence)
+    parts = _QUOTED.split(sentence)  # quotations at the odd places
     return "".join(
         part if i % 2 else _GROUP_WORD.sub(_third_person, part) for i, part in enumerate(parts)
     )
