@@ -174,6 +174,34 @@ def test_a_chapter_title_names_a_topic_not_the_meeting():
     ]
 
 
+def test_a_chapter_title_is_neither_the_meetings_subject_nor_said_twice():
+    """Seen on QMSum: "Remote control" titled chapters in three of four validation
+    meetings (twice in one as "Remote control"/"Remote controls"), "Double curved" two
+    chapters of one train meeting, and "Zero nine" or "Four five six" a chapter."""
+    said = [
+        "The remote control needs rubber push buttons. Rubber push buttons feel soft. "
+        "Our remote control code is zero nine, zero nine.",
+        "The remote control battery is solar. A solar battery lasts. Solar battery it is.",
+        "The remote control case is double curved. Double curved cases cost more. "
+        "Double curved, and a little bit yellow, a little bit.",
+        "Again the remote control case: double curved, double curved, but the plastic "
+        "cover too. The plastic cover is cheap.",
+    ]
+    chunks = [[Seg(i, 60.0 * i, 60.0 * i + 50, text)] for i, text in enumerate(said)]
+    titles = ["Remote control", "Solar battery", "Double curved", "Double curved"]
+    parts = [
+        Part(f"They discuss part {i}.", title=t, start=60.0 * i, end=60.0 * i + 50)
+        for i, t in enumerate(titles)
+    ]
+    got = [c.title for c in chapters_for(parts, chunks)]
+    assert got[0] == "Rubber push buttons", got  # the subject of every chapter: the phrase
+    assert got[1] == "Solar battery"  # the model's own title names the topic: kept
+    assert got[2] == "Double curved"
+    assert got[3] == "Plastic cover", got  # said already: the part's next phrase
+    assert not any(set(t.lower().split()) <= {"zero", "nine"} for t in got)
+    assert not any("little bit" in t.lower() for t in got)
+
+
 def test_commitment_cues():
     assert has_commitment("I'll ask the design team by Friday")
     assert has_commitment("can you send me the slides")

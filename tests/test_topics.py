@@ -228,3 +228,14 @@ def test_summary_sentences_that_say_nothing_or_echo_the_prompt_are_dropped():
     assert says_nothing("Project Manager's Meeting: Okay.")
     assert not says_nothing("Industrial Designer: the body should be round and yellow.")
     assert not says_nothing("Okay.")  # no label: left to the other checks
+
+
+def test_the_boundary_bench_reads_all_twenty_validation_meetings_and_never_test():
+    from bench import qmsum_topics
+
+    folders = [qmsum.DATA, qmsum_topics.MORE_VAL]
+    val = qmsum_topics.meetings("val", folders)
+    assert len(val) == 20 and len({m["id"] for m in val}) == 20
+    assert all(m["topics"] and m["turns"] for m in val)
+    with pytest.raises(SystemExit):
+        qmsum_topics.meetings("test", folders)

@@ -7,6 +7,7 @@ counts come from the engine (``count_tokens``), so the parts fit the model actua
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 
 from app.core.schemas import Chapter
@@ -14,7 +15,7 @@ from app.llm import checks, extractive
 from app.llm.answers import SENTENCE_END, Part
 from app.llm.grounding import Seg, content_words, normalize, number_lines
 from app.llm.prompts import GROUNDED_SYSTEM_PROMPT, REDUCE_SYSTEM_PROMPT, render_lines, time_span
-from app.llm.topics import topic_phrases
+from app.llm.topics import topic_phrase_candidates
 
 CHAPTERS_MIN_S = 600.0  # recordings this long get chapters
 CHAPTER_TARGET_S = 300.0  # and chunks of at most this span, one chapter each
@@ -26,6 +27,8 @@ GENERIC_TITLE_WORDS = content_words(
     "introduction introductions session topic topics general weekly team group and of the"
 )
 _PROMPTS = f" {normalize(GROUNDED_SYSTEM_PROMPT + ' ' + REDUCE_SYSTEM_PROMPT)} "
+
+SUBJECT_SHARE = 0.75  # a word in this share of the chapters is the meeting's subject
 
 CountTokens = Callable[[str], int]
 
@@ -194,27 +197,54 @@ def without_speakers(title: str, speaker_words: set[str]) -> str:
     return rest[:1].upper() + rest[1:]
 
 
+def meeting_subject(parts_segs: list[list[Seg]]) -> set[str]:
+    """Content words said in nearly every chapter: what the whole meeting is about.
+
+    Seen on AMI design meetings: "Remote control" titled a chapter in three of four
+    meetings, and twice in one. A word (nearly) every chapter says names the meeting, not
+    the chapter. Needs three chapters to tell.
+    """
+    if len(parts_segs) < 3:
+        return set()
+    seen = Counter(w for p in parts_segs for w in content_words(" ".join(s.text for s in p)))
+    return {w for w, k in seen.items() if k >= SUBJECT_SHARE * len(parts_segs)}
+
+
 def chapters_for(parts: list[Part], parts_segs: list[list[Seg]]) -> list[Chapter]:
     """One chapter per part: the model's title if it names a topic, else the part's phrase.
 
     Never a comma-joined keyword list ("Yellow, fashion, control"): a person names a topic.
+    Never an earlier chapter's title, nor only the meeting's subject, when the part's own
+    phrases offer another.
     """
-    phrases = topic_phrases(parts_segs)
+    candidates = topic_phrase_candidates(parts_segs)
+    subject = meeting_subject(parts_segs)
     # "Project Manager's Meeting" names who spoke, not what about (seen on AMI).
     speakers = content_words(" ".join({s.speaker or "" for p in parts_segs for s in p}))
     out: list[Chapter] = []
-    for number, (part, phrase) in enumerate(zip(parts, phrases, strict=True), 1):
+
+    def repeated(title: str) -> bool:
+        return any(c.title.lower() == title.lower() for c in out)
+
+    def fresh(title: str) -> bool:
+        about = content_words(title) - GENERIC_TITLE_WORDS - speakers
+        return bool(about - subject) and not repeated(title)
+
+    for number, (part, phrases) in enumerate(zip(parts, candidates, strict=True), 1):
         if part.start is None:
             continue
         gist = extractive.first_sentence(part.summary)
         title = " ".join(part.title.strip().rstrip(".").split()[:6])
         title = without_speakers(title, speakers)
-        about = content_words(title) - GENERIC_TITLE_WORDS - speakers
-        repeated = any(c.title.lower() == title.lower() for c in out)
         # "Project Manager: How We Can Use": a speaker's label and a fragment, not a topic.
-        labelled = ":" in title
-        if not names_a_topic(title) or "," in title or labelled or not about or repeated:
-            title = phrase
+        named = names_a_topic(title) and "," not in title and ":" not in title
+        about = content_words(title) - GENERIC_TITLE_WORDS - speakers
+        if not (named and fresh(title)):
+            # a phrase of the part's own that says more; else the model's title, if only
+            # the meeting's subject, unless it repeats a title or names nothing
+            better = next((p for p in phrases if fresh(p)), "")
+            if better or not named or not about or repeated(title):
+                title = better or (phrases[0] if phrases else "")
         title = title or " ".join(gist.split()[:6]) or f"Part {number}"
         out.append(Chapter(start=part.start, end=part.end or part.start, title=title, gist=gist))
     return out

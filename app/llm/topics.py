@@ -119,12 +119,35 @@ def _fit(topic, depths, segs, budget, count_tokens) -> list[list[Seg]]:
     )
 
 
-def topic_phrases(chunks: list[list[Seg]]) -> list[str]:
-    """Each chunk's most distinctive phrase as a title ("Remote control buttons").
+# Numbers said in a row ("four five six", "zero nine") are not a topic.
+NUMBER_WORDS = frozenset(
+    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
+    "fifteen sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy "
+    "eighty ninety hundred thousand million billion percent".split()
+)
+# Words of talk, not of a topic: "little bit", "quite boring", "important aspect".
+VAGUE_WORDS = frozenset(
+    "little bit bits quite important aspect aspects another each both other others lot lots "
+    "sort kind thing things stuff way ways really actually basically probably maybe pretty "
+    "good nice great okay right sure fine able tell said say says saying minute minutes "
+    "second seconds time times moment idea ideas point points question questions "
+    "whats thats theres lets dont doesnt gonna wanna yeah".split()
+)
+NOT_TOPICS = STOPWORDS | VAGUE_WORDS
 
-    Phrases are runs of two or three content words said together at least twice; TF-IDF
-    across chunks picks the one that tells this chunk from the others. With none, the two
-    most distinctive words joined by "and" ("Roadmap and website"): a name, not a list.
+
+def topic_phrases(chunks: list[list[Seg]]) -> list[str]:
+    """Each chunk's most distinctive phrase as a title ("Remote control buttons")."""
+    return [(ranked or [""])[0] for ranked in topic_phrase_candidates(chunks)]
+
+
+def topic_phrase_candidates(chunks: list[list[Seg]], keep: int = 5) -> list[list[str]]:
+    """Each chunk's most distinctive phrases, best first, as titles.
+
+    Phrases are runs of two or three content words said together at least twice, neither
+    numbers alone nor with a word of talk ("little bit"); TF-IDF across chunks ranks the
+    ones that tell this chunk from the others. With none, the two most distinctive words
+    joined by "and" ("Roadmap and website"): a name, not a list.
     """
 
     def runs(text: str) -> list[tuple[str, ...]]:
@@ -136,17 +159,17 @@ def topic_phrases(chunks: list[list[Seg]]) -> list[str]:
             for n in (2, 3):
                 out += [tuple(run[i : i + n]) for i in range(len(run) - n + 1)]
             run = []
-        return out
+        return [p for p in out if not set(p) <= NUMBER_WORDS and not set(p) & VAGUE_WORDS]
 
     phrase_counts = [Counter(p for s in c for p in runs(s.text)) for c in chunks]
     word_counts = [
-        Counter(w for s in c for w in _tokens(s.text) if len(w) > 3 and w not in STOPWORDS)
+        Counter(w for s in c for w in _tokens(s.text) if len(w) > 3 and w not in NOT_TOPICS)
         for c in chunks
     ]
     n = len(chunks)
     pdf = Counter(p for c in phrase_counts for p in c)
     wdf = Counter(w for c in word_counts for w in c)
-    titles = []
+    ranked_titles = []
     for pc, wc in zip(phrase_counts, word_counts, strict=True):
         scored = sorted(
             (
@@ -156,9 +179,7 @@ def topic_phrases(chunks: list[list[Seg]]) -> list[str]:
             ),
             key=lambda x: (-x[0], x[1]),
         )
-        if scored:
-            titles.append(" ".join(scored[0][1]).capitalize())
-            continue
+        ranked = [" ".join(p).capitalize() for _, p in scored[:keep]]
         words = sorted(
             ((cnt * math.log(1 + n / wdf[w]), w) for w, cnt in wc.items() if cnt >= 2),
             key=lambda x: (-x[0], x[1]),
@@ -166,5 +187,7 @@ def topic_phrases(chunks: list[list[Seg]]) -> list[str]:
         top = [w for _, w in words[:2]]
         if len(top) == 1:
             top = ["the " + top[0]]  # "The roadmap": two words, still a name
-        titles.append(" and ".join(top).capitalize() if top else "")
-    return titles
+        if top and not ranked:
+            ranked.append(" and ".join(top).capitalize())
+        ranked_titles.append(ranked)
+    return ranked_titles
