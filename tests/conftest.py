@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 from pathlib import Path
 
@@ -92,3 +93,22 @@ def pytest_collection_modifyitems(config, items):
     """The quickstart test starts its own Ray: run it first, while the machine is idle."""
     first = [i for i in items if i.path.name == "test_quickstart.py"]
     items[:] = first + [i for i in items if i.path.name != "test_quickstart.py"]
+
+
+def parse_file(path: Path, attempts: int = 3) -> ast.Module:
+    """``ast.parse``, tried again on CPython 3.11's spurious SystemError.
+
+    3.11 keeps the AST builder's recursion depth in state shared by every thread
+    (python/cpython#106905): when another thread of the test process (Ray's, the
+    server's) builds an AST at the same moment, a correct file raises "AST constructor
+    recursion depth mismatch" (seen once in CI, on app/api/guard.py). A real syntax
+    error is a SyntaxError and is never retried.
+    """
+    source = path.read_text(encoding="utf-8")
+    for attempt in range(attempts):
+        try:
+            return ast.parse(source, filename=str(path))
+        except SystemError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")

@@ -20,6 +20,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
+from tests.conftest import parse_file
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("app", "deployments", "pipelines")
 LIMIT = 600
@@ -83,7 +85,7 @@ def _import_nodes(path: Path, scripts: bool = True) -> Iterator[ast.Import | ast
     ``scripts=False`` leaves out the ``__main__`` block: it runs only when the file is the
     program, as a module of its own, so it can close no import loop.
     """
-    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    tree = parse_file(path)
     skip: set[int] = set()
     if not scripts:
         for top in tree.body:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import DATA, JFK_PHRASE
+from tests.conftest import DATA, JFK_PHRASE, parse_file
 
 pytestmark = [pytest.mark.serve, pytest.mark.slow]
 
@@ -174,7 +174,7 @@ def test_task_progress_reaches_sse_through_the_runner(client) -> None:
 
 
 def _app_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text())
+    tree = parse_file(path)
     found: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
