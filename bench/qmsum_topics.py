@@ -30,6 +30,10 @@ MORE_VAL = qmsum.DATA / "topics_val"
 AMI_PREFIXES = ("ES", "IS", "TS")
 
 
+def _spans(topic: dict) -> list[list[int]]:
+    return [[int(a), int(b)] for a, b in topic["relevant_text_span"]]
+
+
 def import_meetings(checkout: Path, out: Path) -> int:
     """QMSum's AMI train/val files in bench's format; never the test split."""
     out.mkdir(parents=True, exist_ok=True)
@@ -39,8 +43,7 @@ def import_meetings(checkout: Path, out: Path) -> int:
             if not path.stem.startswith(AMI_PREFIXES):
                 continue
             raw = json.loads(path.read_text())
-            spans = lambda t: [[int(a), int(b)] for a, b in t["relevant_text_span"]]  # noqa: E731
-            topics = [{"topic": t["topic"], "spans": spans(t)} for t in raw["topic_list"]]
+            topics = [{"topic": t["topic"], "spans": _spans(t)} for t in raw["topic_list"]]
             turns = raw["meeting_transcripts"]
             meeting = {
                 "id": path.stem,

