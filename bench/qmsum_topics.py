@@ -5,7 +5,8 @@ runs on a few meetings; boundary F1 on four meetings moves by 0.1 when one bound
 moves. The chapters' boundaries need no model call: they are the summarizer's own parts
 (``TranscriptSummarizer._parts``: topics by lexical cohesion, cut again where a topic does
 not fit one call), computed here with the bundled model's tokenizer on every AMI meeting
-of a split, next to fixed five-minute chunks (the code before topics) in the same run.
+of a split, next to the lexical dips alone (before who-talks shifts) and fixed five-minute
+chunks (the code before topics) in the same run.
 
 Meetings: ``bench/data/qmsum/*.json`` and ``bench/data/qmsum/topics_val/*.json`` (all
 twenty AMI validation meetings of QMSum; sources in ``bench/data/qmsum/SOURCES.md``).
@@ -28,6 +29,11 @@ from bench import qmsum
 
 MORE_VAL = qmsum.DATA / "topics_val"
 AMI_PREFIXES = ("ES", "IS", "TS")
+VARIANTS = (  # name, topics (else fixed chunks), who-talks shifts
+    ("topics", True, True),
+    ("lexical_only", True, False),
+    ("fixed_chunks", False, False),
+)
 
 
 def _spans(topic: dict) -> list[list[int]]:
@@ -70,11 +76,21 @@ def meetings(split: str, folders: list[Path]) -> list[dict]:
     return [seen[k] for k in sorted(seen)]
 
 
-def boundaries(summarizer, segs, by_topic: bool) -> list[float]:
-    """Where the summarizer's chapters start (after the first)."""
+def boundaries(summarizer, segs, by_topic: bool, speakers: bool = True) -> list[float]:
+    """Where the summarizer's chapters start (after the first); ``speakers=False``: the
+    lexical dips alone (the code before who-talks shifts were added)."""
+    from app.llm import topics
+
     budget = summarizer.input_budget(None)
     if by_topic:
-        parts = summarizer._parts(segs, budget, True)
+        saved, topics.SPEAKER_WEIGHT = (
+            topics.SPEAKER_WEIGHT,
+            (topics.SPEAKER_WEIGHT if speakers else 0.0),
+        )
+        try:
+            parts = summarizer._parts(segs, budget, True)
+        finally:
+            topics.SPEAKER_WEIGHT = saved
     else:  # the code before topics: chunks of at most five minutes that fit one call
         parts = summarizer.chunk(segs, budget, summarizer.chapter_target_s)
     return [p[0].start for p in parts[1:] if p and p[0].start is not None]
@@ -110,8 +126,8 @@ def main() -> None:
         segs = segments_from_dicts(segd)
         ref = qmsum.reference_boundaries(m, starts, segd[-1]["end"])
         row = {"id": m["id"], "minutes": round(segd[-1]["end"] / 60, 1), "reference": len(ref)}
-        for name, by_topic in (("topics", True), ("fixed_chunks", False)):
-            hyp = boundaries(summarizer, segs, by_topic)
+        for name, by_topic, speakers in VARIANTS:
+            hyp = boundaries(summarizer, segs, by_topic, speakers)
             row[name] = round(qmsum.boundary_f1(ref, hyp), 3)
             row[f"{name}_boundaries"] = len(hyp)
         rows.append(row)
@@ -119,13 +135,9 @@ def main() -> None:
     summary = {
         "split": args.split,
         "meetings": len(rows),
-        **{
-            f"{k}_f1": round(statistics.mean(r[k] for r in rows), 3)
-            for k in ("topics", "fixed_chunks")
-        },
+        **{f"{k}_f1": round(statistics.mean(r[k] for r in rows), 3) for k, _, _ in VARIANTS},
         "reference_boundaries": sum(r["reference"] for r in rows),
-        "topic_boundaries": sum(r["topics_boundaries"] for r in rows),
-        "fixed_boundaries": sum(r["fixed_chunks_boundaries"] for r in rows),
+        **{f"{k}_boundaries": sum(r[f"{k}_boundaries"] for r in rows) for k, _, _ in VARIANTS},
     }
     print(json.dumps(summary, indent=1))
     if args.json:

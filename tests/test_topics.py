@@ -239,3 +239,23 @@ def test_the_boundary_bench_reads_all_twenty_validation_meetings_and_never_test(
     assert all(m["topics"] and m["turns"] for m in val)
     with pytest.raises(SystemExit):
         qmsum_topics.meetings("test", folders)
+
+
+def test_a_change_in_who_talks_marks_a_boundary_the_words_do_not():
+    """Same words throughout: only the speakers say where the second item starts."""
+    from app.llm.topics import boundary_scores, gap_depths, speaker_shifts
+
+    line = "we looked at the remote control design and the buttons again today"
+    segs = [
+        Seg(i, 10.0 * i, 10.0 * i + 9.0, line, speaker="Project Manager" if i < 30 else "Designer")
+        for i in range(60)
+    ]
+    assert max(gap_depths(segs)) < 1e-9  # nothing for lexical cohesion to find
+    shifts = speaker_shifts(segs)
+    assert max(range(len(segs)), key=lambda i: shifts[i]) == 30
+    topics = segment_topics(segs, 300.0, 10_000, _tokens)
+    assert [t[0].id for t in topics] == [0, 30]
+    # Without speaker names the scores are the lexical dips alone.
+    anonymous = [Seg(s.id, s.start, s.end, s.text) for s in segs]
+    assert speaker_shifts(anonymous) == [0.0] * 60
+    assert boundary_scores(anonymous) == [0.0] * 60

@@ -7,6 +7,11 @@ the deepest dips in that overlap become the boundaries, as many as the meeting's
 asks for, never closer than a minimum topic length, and every topic fits one model call.
 Pure Python: an embedding model would add a dependency that has not yet earned its place
 (``docs/summaries.md``).
+
+When the transcript names its speakers, a change in *who* talks is a second cue: a new
+agenda item is often someone else's presentation. The shift in the speakers' share of
+the words over two minutes each side is added to the lexical dip (QMSum AMI train, 95
+meetings: boundary F1 0.44 -> 0.48; the 19 validation meetings 0.40 -> 0.43).
 """
 
 from __future__ import annotations
@@ -21,6 +26,8 @@ from app.llm.grounding import Seg, stem
 BLOCK_WORDS = 120  # content words each side of a gap (about 1.5-2 minutes of speech)
 MIN_TOPIC_FRACTION = 0.45  # no topic shorter than this share of the target length
 WORDS_PER_S = 2.5  # when segments carry no times
+SPEAKER_WINDOW_S = 120.0  # who talks in the two minutes before a gap against after it
+SPEAKER_WEIGHT = 1.0  # its weight against the lexical dip (both scaled to a peak of 1)
 
 
 def _content(text: str) -> list[str]:
@@ -75,6 +82,52 @@ def _clock(segs: list[Seg]) -> list[float]:
     return out
 
 
+def speaker_shifts(segs: list[Seg], window_s: float = SPEAKER_WINDOW_S) -> list[float]:
+    """At each gap, 1 - cosine between the speakers' words in the ``window_s`` before and
+    after it; all 0 when the segments name fewer than two speakers."""
+    names = sorted({s.speaker for s in segs if s.speaker})
+    if len(names) < 2:
+        return [0.0] * len(segs)
+    column = {name: k for k, name in enumerate(names)}
+    clock = _clock(segs)
+    words = [[0] * len(names)]  # cumulative words per speaker before segment i
+    for s in segs:
+        row = list(words[-1])
+        if s.speaker:
+            row[column[s.speaker]] += len(s.text.split())
+        words.append(row)
+
+    def share(a: int, b: int) -> list[int]:
+        return [y - x for x, y in zip(words[a], words[b], strict=True)]
+
+    out = [0.0] * len(segs)
+    lo = hi = 0
+    for i in range(1, len(segs)):
+        while clock[lo] < clock[i] - window_s:
+            lo += 1
+        hi = max(hi, i)
+        while hi < len(segs) and clock[hi] < clock[i] + window_s:
+            hi += 1
+        before, after = share(lo, i), share(i, hi)
+        nb, na = math.hypot(*before), math.hypot(*after)
+        if nb and na:
+            out[i] = 1.0 - sum(x * y for x, y in zip(before, after, strict=True)) / (nb * na)
+    return out
+
+
+def boundary_scores(segs: list[Seg]) -> list[float]:
+    """Lexical dip plus (when speakers are named) the shift in who talks, each scaled
+    so its deepest gap is 1."""
+    depths = gap_depths(segs, BLOCK_WORDS)
+    shifts = speaker_shifts(segs)
+    top_d, top_s = max(depths, default=0.0), max(shifts, default=0.0)
+    eps = 1e-9  # rounding, not a dip: scaling it to 1 would invent boundaries
+    return [
+        (d / top_d if top_d > eps else 0.0) + (SPEAKER_WEIGHT * s / top_s if top_s > eps else 0.0)
+        for d, s in zip(depths, shifts, strict=True)
+    ]
+
+
 def segment_topics(
     segs: list[Seg],
     target_s: float,
@@ -90,7 +143,7 @@ def segment_topics(
         return []
     clock = _clock(segs)
     duration = max(clock[-1] - clock[0], 1.0)
-    depths = gap_depths(segs, BLOCK_WORDS)
+    depths = boundary_scores(segs)
     want = max(1, round(duration / target_s))
     min_gap = MIN_TOPIC_FRACTION * target_s
     chosen: list[int] = []
