@@ -255,7 +255,8 @@ def test_an_unmatched_cluster_becomes_a_person_and_takes_its_clean_speech() -> N
     other[40:60] = True  # 4-6 s, alone
     brief = np.zeros(100, bool)
     brief[80:85] = True  # 0.5 s: under the 1 s a new person needs
-    clusters = [(main, main & ~other), (other, other), (brief, brief)]
+    clusters = [(np.flatnonzero(a), np.flatnonzero(b)) for a, b in
+                [(main, main & ~other), (other, other), (brief, brief)]]  # fmt: skip
     out, added = add_unheard_speakers(turns, clusters, step)
     assert added == 1
     assert (4.0, 6.0, "unheard_1") in out

@@ -47,7 +47,7 @@ from app.speech.local_speakers import (
     clean_audio,
     cluster_tracks,
     stitch_tracks,
-    track_masks,
+    track_frames,
     voice,
 )
 from app.speech.overlap_diarize import (
@@ -237,7 +237,7 @@ def _kept_turns(
 
 def _mean_voice(group: list[int], voices: list, masks: list) -> np.ndarray | None:
     """A cluster's voice: its tracks' voices weighted by their clean speech."""
-    parts = [voices[i] * float(masks[i][1].sum()) for i in group if voices[i] is not None]
+    parts = [voices[i] * float(len(masks[i][1])) for i in group if voices[i] is not None]
     if not parts:
         return None
     total = np.sum(parts, axis=0)
@@ -431,7 +431,7 @@ class Diarizer:
         starts, activity, total = segmentation
         step = self._overlap.frame_step
         tracks = stitch_tracks(starts, activity, step)
-        masks = [track_masks(t, starts, activity, step, total) for t in tracks]
+        masks = [track_frames(t, starts, activity, step, total) for t in tracks]
         with self._lock:
             voices = []
             for _, clean in masks:
@@ -439,7 +439,10 @@ class Diarizer:
                 voices.append(None if audio is None else voice(self._embed, audio))
         groups = cluster_tracks(voices, [{c for c, _ in t} for t in tracks])
         clusters = [
-            (np.any([masks[i][0] for i in g], axis=0), np.any([masks[i][1] for i in g], axis=0))
+            (
+                np.unique(np.concatenate([masks[i][0] for i in g])),
+                np.unique(np.concatenate([masks[i][1] for i in g])),
+            )
             for g in groups
         ]
         return add_unheard_speakers(

@@ -41,7 +41,7 @@ __all__ = [
     "cluster_tracks",
     "spans",
     "stitch_tracks",
-    "track_masks",
+    "track_frames",
     "voice",
 ]
 
@@ -109,35 +109,42 @@ def stitch_tracks(starts: np.ndarray, activity: np.ndarray, frame_step: float) -
     return list(groups.values())
 
 
-def track_masks(
+def track_frames(
     track: list[Node], starts: np.ndarray, activity: np.ndarray, frame_step: float, total: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(all, clean)`` frames of a track on the global grid; clean: the only voice."""
-    full = np.zeros(total, bool)
-    clean = np.zeros(total, bool)
+    """``(all, clean)`` frame numbers of a track on the global grid, sorted; clean: the
+    only voice. Numbers, not masks: three hours hold about a thousand tracks."""
+    full, clean = [], []
     for c, k in track:
         a = int(round(starts[c] / frame_step))
         on = activity[c, :, k].astype(bool)
         alone = on & (activity[c].sum(axis=1) == 1)
-        b = min(a + len(on), total)
-        full[a:b] |= on[: b - a]
-        clean[a:b] |= alone[: b - a]
-    return full, clean
+        full.append(a + np.flatnonzero(on))
+        clean.append(a + np.flatnonzero(alone))
+
+    def inside(parts: list[np.ndarray]) -> np.ndarray:
+        frames = np.unique(np.concatenate(parts)) if parts else np.zeros(0, int)
+        return frames[frames < total]
+
+    return inside(full), inside(clean)
 
 
-def spans(mask: np.ndarray, frame_step: float, min_s: float = 0.0) -> list[tuple[float, float]]:
-    """Runs of True frames as (start, end) seconds."""
-    edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
+def spans(frames: np.ndarray, frame_step: float) -> list[tuple[float, float]]:
+    """Runs of consecutive frame numbers as (start, end) seconds."""
+    if len(frames) == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(frames) > 1)
+    firsts = np.concatenate([[frames[0]], frames[breaks + 1]])
+    lasts = np.concatenate([frames[breaks], [frames[-1]]])
     return [
-        (round(a * frame_step, 3), round(b * frame_step, 3))
-        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True)
-        if (b - a) * frame_step >= min_s
+        (round(a * frame_step, 3), round((b + 1) * frame_step, 3))
+        for a, b in zip(firsts, lasts, strict=True)
     ]
 
 
 def clean_audio(pcm: np.ndarray, clean: np.ndarray, frame_step: float) -> np.ndarray | None:
     """The track's clean speech joined end to end; None when under :data:`MIN_CLEAN_S`."""
-    if clean.sum() * frame_step < MIN_CLEAN_S:
+    if len(clean) * frame_step < MIN_CLEAN_S:
         return None
     pieces = [pcm[int(s * SAMPLE_RATE) : int(e * SAMPLE_RATE)] for s, e in spans(clean, frame_step)]
     return np.concatenate(pieces).astype(np.float32)
@@ -243,21 +250,22 @@ def add_unheard_speakers(
 
     if not turns or not clusters:
         return turns, 0
-    total = len(clusters[0][0])
+    last_turn = int(max(e for _, e, _ in turns) / frame_step) + 2
+    total = max([last_turn] + [int(full[-1]) + 1 for full, _ in clusters if len(full)])
     speakers = sorted({t[2] for t in turns})
     heard = np.zeros((len(speakers), total), bool)
     for s, e, spk in turns:
         heard[speakers.index(spk), int(s / frame_step) : int(e / frame_step) + 1] = True
-    shared = np.array([[float((full & h).sum()) for h in heard] for full, _ in clusters])
+    shared = np.array([[float(h[full].sum()) for h in heard] for full, _ in clusters])
     rows, cols = linear_sum_assignment(-shared)
     matched = {r for r, c in zip(rows, cols, strict=True) if shared[r, c] > 0}
     found = [voices[i] for i in matched if voices and voices[i] is not None]
     unmatched = [
         i for i, (full, _) in enumerate(clusters)
-        if i not in matched and full.sum() * frame_step >= min_s
+        if i not in matched and len(full) * frame_step >= min_s
         and not _known_voice(voices[i] if voices else None, found)
     ]  # fmt: skip
-    unmatched.sort(key=lambda i: -clusters[i][0].sum())
+    unmatched.sort(key=lambda i: -len(clusters[i][0]))
     cuts: list[tuple[float, float]] = []
     added: list[tuple[float, float, str]] = []
     people = 0
