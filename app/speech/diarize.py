@@ -45,7 +45,9 @@ from app.speech.audio import SAMPLE_RATE, AudioError, decode, probe, too_long
 from app.speech.local_speakers import (
     add_unheard_speakers,
     clean_audio,
+    cluster_frames,
     cluster_tracks,
+    cluster_voice,
     stitch_tracks,
     track_frames,
     voice,
@@ -235,15 +237,6 @@ def _kept_turns(
     return turns
 
 
-def _mean_voice(group: list[int], voices: list, masks: list) -> np.ndarray | None:
-    """A cluster's voice: its tracks' voices weighted by their clean speech."""
-    parts = [voices[i] * float(len(masks[i][1])) for i in group if voices[i] is not None]
-    if not parts:
-        return None
-    total = np.sum(parts, axis=0)
-    return total / (np.linalg.norm(total) + 1e-9)
-
-
 def _speech_regions(vad_model, pcm: np.ndarray) -> list[tuple[float, float]]:
     import torch
     from silero_vad import get_speech_timestamps
@@ -431,26 +424,19 @@ class Diarizer:
         starts, activity, total = segmentation
         step = self._overlap.frame_step
         tracks = stitch_tracks(starts, activity, step)
-        masks = [track_frames(t, starts, activity, step, total) for t in tracks]
+        frames = [track_frames(t, starts, activity, step, total) for t in tracks]
         with self._lock:
             voices = []
-            for _, clean in masks:
+            for _, clean in frames:
                 audio = clean_audio(pcm, clean, step)
                 voices.append(None if audio is None else voice(self._embed, audio))
         groups = cluster_tracks(voices, [{c for c, _ in t} for t in tracks])
-        clusters = [
-            (
-                np.unique(np.concatenate([masks[i][0] for i in g])),
-                np.unique(np.concatenate([masks[i][1] for i in g])),
-            )
-            for g in groups
-        ]
         return add_unheard_speakers(
             turns,
-            clusters,
+            cluster_frames(groups, frames),
             step,
             limit=room,
-            voices=[_mean_voice(g, voices, masks) for g in groups],
+            voices=[cluster_voice(g, voices, frames) for g in groups],
         )
 
     def diarize_channels(self, stereo: np.ndarray) -> _Result:

@@ -38,6 +38,7 @@ __all__ = [
     "NEW_SPEAKER_S",
     "add_unheard_speakers",
     "clean_audio",
+    "cluster_frames",
     "cluster_tracks",
     "spans",
     "stitch_tracks",
@@ -201,6 +202,27 @@ def cluster_tracks(
         sim[:, j] = -np.inf
         members[i] += members.pop(j)
     return list(members.values())
+
+
+def cluster_frames(
+    groups: list[list[int]], frames: list[tuple[np.ndarray, np.ndarray]]
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each cluster's ``(all, clean)`` frame numbers: the union of its tracks'."""
+    return [
+        tuple(np.unique(np.concatenate([frames[i][part] for i in g])) for part in (0, 1))
+        for g in groups
+    ]
+
+
+def cluster_voice(
+    group: list[int], voices: list[np.ndarray | None], frames: list[tuple[np.ndarray, np.ndarray]]
+) -> np.ndarray | None:
+    """A cluster's voice: its tracks' voices weighted by their clean speech."""
+    parts = [voices[i] * float(len(frames[i][1])) for i in group if voices[i] is not None]
+    if not parts:
+        return None
+    total = np.sum(parts, axis=0)
+    return total / (np.linalg.norm(total) + 1e-9)
 
 
 def _known_voice(voice: np.ndarray | None, found: list[np.ndarray]) -> bool:

@@ -106,11 +106,6 @@ class OverlapDetector:
         """Frames on the global grid for ``n_samples`` of audio."""
         return int(np.ceil(n_samples / SAMPLE_RATE / self.frame_step)) + 1
 
-    def frame_counts(self, pcm: np.ndarray) -> np.ndarray:
-        """Speakers heard per segmentation frame (0, 1 or 2), on the global frame grid."""
-        starts, activity = self.segment(pcm)
-        return speech_count(activity, starts, self.frame_step, self.total_frames(len(pcm)))
-
 
 # --- speaker count from window embeddings (the engine in app/speech/diarize.py) ---------
 
