@@ -3,9 +3,10 @@
 senko's PyPI wheel compiled its fbank extractor with ``-march=native`` on an AVX-512
 machine; on a Zen 1 EPYC without AVX-512 the first diarization died with "Illegal
 instruction" and took the whole test session (or a Serve replica) with it. Setup now
-builds senko from its source release for x86-64-v2 (``cluster/senko_wheel.py``). The
-probe runs in a child process, so a bad build fails this test instead of the session;
-this file sorts before the diarization tests.
+builds senko from its source release for x86-64-v2 (``cluster/senko_wheel.py``), and
+the Diarizer refuses to load a build that cannot run here (``app/speech/native_check.py``).
+The probe runs in a child process, so a bad build fails this test instead of the
+session; this file sorts before the diarization tests.
 """
 
 from __future__ import annotations
@@ -15,49 +16,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+from app.speech import native_check
 from cluster import senko_wheel
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# Loads the installed extractor with ctypes (no torch import) and runs it on 1.6 s of
-# noise, one 1.5 s window: 80 mel bins a frame, about 150 frames.
-PROBE = r"""
-import ctypes, importlib.util, pathlib, numpy as np
-folder = pathlib.Path(importlib.util.find_spec("senko").submodule_search_locations[0])
-lib = ctypes.CDLL(str(folder / "libfbank_extractor.so"))
-class Features(ctypes.Structure):
-    _fields_ = [("data", ctypes.POINTER(ctypes.c_float)),
-                ("frames", ctypes.POINTER(ctypes.c_size_t)),
-                ("offsets", ctypes.POINTER(ctypes.c_size_t)),
-                ("n", ctypes.c_size_t), ("total", ctypes.c_size_t), ("dim", ctypes.c_size_t)]
-lib.create_fbank_extractor.restype = ctypes.c_void_p
-lib.extract_fbank_features_from_memory.argtypes = [
-    ctypes.c_void_p, ctypes.POINTER(ctypes.c_float), ctypes.c_size_t,
-    ctypes.POINTER(ctypes.c_float), ctypes.c_size_t]
-lib.extract_fbank_features_from_memory.restype = Features
-lib.free_fbank_features.argtypes = [ctypes.POINTER(Features)]
-handle = lib.create_fbank_extractor()
-pcm = (np.random.default_rng(0).standard_normal(25600) * 0.1).astype(np.float32)
-window = np.array([0.0, 1.5], dtype=np.float32)
-f = lib.extract_fbank_features_from_memory(
-    handle, pcm.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), len(pcm),
-    window.ctypes.data_as(ctypes.POINTER(ctypes.c_float)), 1)
-values = np.ctypeslib.as_array(f.data, shape=(f.total * f.dim,)).copy()
-print(f.dim, f.total, bool(np.isfinite(values).all()))
-lib.free_fbank_features(ctypes.byref(f))
-"""
-
 
 def test_the_installed_fbank_extractor_runs_on_this_cpu():
-    run = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120)
-    assert run.returncode != -signal.SIGILL, (
-        "senko's fbank extractor uses instructions this CPU lacks: it is PyPI's "
-        "-march=native wheel; `make clean test` builds it from source "
-        "(cluster/senko_wheel.py)"
+    """The Diarizer asks the same question before it loads senko."""
+    run = subprocess.run(
+        [sys.executable, "-c", native_check.PROBE], capture_output=True, text=True, timeout=120
     )
+    assert run.returncode != -signal.SIGILL, native_check.WRONG_BUILD
     assert run.returncode == 0, run.stderr[-2000:]
     dim, frames, finite = run.stdout.split()
     assert int(dim) == 80 and 140 <= int(frames) <= 160 and finite == "True"
+    native_check.check_fbank_extractor()  # and the load-time check agrees
 
 
 def test_the_build_replaces_native_flags_with_a_portable_baseline(tmp_path):
@@ -90,3 +64,18 @@ def test_the_version_built_is_the_one_pyproject_pins():
     import importlib.metadata
 
     assert importlib.metadata.version("senko") == pin
+
+
+def test_a_build_this_cpu_cannot_run_is_refused_with_what_to_do(monkeypatch):
+    """A child that dies of SIGILL, as PyPI's wheel does on a CPU without AVX-512 (the
+    CPU is the boundary faked here: which one runs the suite is not ours to pick)."""
+    monkeypatch.setattr(native_check, "_checked", [])
+    monkeypatch.setattr(
+        native_check, "PROBE", "import os, signal; os.kill(os.getpid(), signal.SIGILL)"
+    )
+    try:
+        native_check.check_fbank_extractor()
+    except native_check.UnsupportedCPUError as exc:
+        assert "cluster/senko_wheel.py" in str(exc) and "AVX-512" in str(exc)
+    else:
+        raise AssertionError("a build that dies of SIGILL must be refused")

