@@ -8,6 +8,7 @@ from app.core.model_assets import resolve_llm_model
 from app.core.settings import Settings
 from app.llm.engines import LlamaCppEngine
 from app.llm.summarize import TranscriptSummarizer, parse_summary
+from tests.conftest import LLM_THREADS
 
 LONG_TRANSCRIPT = " ".join(
     [
@@ -29,7 +30,7 @@ def small_engine(tmp_path_factory):
     """The bundled model with a deliberately small context window, to force map-reduce."""
     settings = Settings()
     model = resolve_llm_model("llama_cpp", settings.llm_model, settings.cache_dir)
-    return LlamaCppEngine(model, context_tokens=640, threads=0)
+    return LlamaCppEngine(model, context_tokens=640, threads=LLM_THREADS)
 
 
 def test_long_transcript_goes_through_map_reduce(small_engine):

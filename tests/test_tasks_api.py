@@ -123,6 +123,7 @@ def test_a_13_minute_meeting_gets_grounded_items_and_chapters(client):
     assert task["status"] == "succeeded", task
     transcript, summary = task["result"]["transcript"], task["result"]["summary"]
     assert transcript["duration_s"] > 12 * 60
+    assert "work item" in transcript["text"].lower()
     from app.llm.grounding import normalize as plain  # lower case, no punctuation
 
     said = " " + plain(" ".join(s["text"] for s in transcript["segments"])) + " "
@@ -136,7 +137,19 @@ def test_a_13_minute_meeting_gets_grounded_items_and_chapters(client):
         assert set(ev["segments"]) <= ids and ev["start"] is not None
     chapters = summary["chapters"]
     assert len(chapters) >= 3 and all(c["title"] and c["gist"] for c in chapters)
-    assert chapters[-1]["end"] > transcript["duration_s"] - 120
+    assert [c["start"] for c in chapters] == sorted(c["start"] for c in chapters)
+    assert chapters[0]["start"] < 60 and chapters[-1]["end"] > transcript["duration_s"] - 120
+    generic = {"meeting", "summary", "meeting summary", "discussion", "overview"}
+    assert all(c["title"].strip().lower() not in generic for c in chapters)
+    # Issue 22 on a real meeting: topic titles of 2-6 words, never a keyword list; key
+    # points written, not lines copied; a summary of sentences, not one phrase.
+    assert all("," not in c["title"] and 2 <= len(c["title"].split()) <= 6 for c in chapters)
+    from bench.qmsum import _words, is_verbatim
+
+    lines = [_words(s["text"]) for s in transcript["segments"]]
+    if summary["method"] != "llm_extractive_points":
+        assert not any(is_verbatim(p, lines) for p in summary["key_points"]), summary
+    assert len(re.findall(r"[.!?](\s|$)", summary["summary"])) >= 2, summary["summary"]
     # The Markdown format shows each item with its evidence, then chapters and transcript.
     md = client.get(f"/v1/tasks/{task['id']}/transcript", params={"format": "md"})
     assert md.status_code == 200 and md.headers["content-type"].startswith("text/markdown")
@@ -168,9 +181,12 @@ def test_sse_reports_each_stage_in_order(client):
                 events.append((event, data))
                 if event == "status":
                     statuses.append(data["status"])
+                    if data["status"] == "queued":  # seen queued: the blocker may go
+                        client.post(f"/v1/tasks/{blocker['id']}/cancel")
     assert statuses == ["queued", "transcribing", "summarizing", "succeeded"]
     assert events[-1][1]["summary"]["summary"]
-    wait_done(client, blocker["id"])
+    # Cancelled rather than waited for: its summary would cost minutes on a slow CPU.
+    assert wait_done(client, blocker["id"])["status"] == "cancelled"
 
 
 def test_cache_hit_runs_no_model(client):

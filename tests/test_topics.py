@@ -1,12 +1,12 @@
 """Topics from the transcript, titles a person would write, key points that are not copies.
 
 Real QMSum validation meetings (AMI, human topic segmentation; bench/data/qmsum) and the
-bundled model on a 12-minute excerpt of one; no component of ours is mocked.
+bundled model; no component of ours is mocked. The whole summarizer on a real meeting is
+tests/test_tasks_api.py's 13-minute call (titles, written points, sentences); QMSum's
+meetings end to end are bench/qmsum.py's.
 """
 
 from __future__ import annotations
-
-import re
 
 import pytest
 
@@ -30,6 +30,7 @@ from app.llm.grounding import Seg, TranscriptIndex, number_lines, segments_from_
 from app.llm.summarize import TranscriptSummarizer
 from app.llm.topics import segment_topics, topic_phrases
 from bench import qmsum
+from tests.conftest import LLM_THREADS
 
 
 def _tokens(seg: Seg) -> int:
@@ -125,28 +126,7 @@ def test_a_key_point_that_repeats_its_line_is_dropped():
 def engine():
     settings = Settings()
     model = resolve_llm_model("llama_cpp", settings.llm_model, settings.cache_dir)
-    return LlamaCppEngine(model, context_tokens=4096, threads=0)
-
-
-def test_a_real_meeting_gets_topic_chapters_written_points_and_evidence(engine):
-    """12 minutes of a QMSum validation meeting (ES2006a) through the bundled model."""
-    meeting = next(m for m in qmsum.load("val") if m["id"] == "ES2006a")
-    segd, _ = qmsum.timed_segments(meeting, max_minutes=12)
-    summarizer = TranscriptSummarizer(engine, max_output_tokens=512, temperature=0.0)
-    text = " ".join(s["text"] for s in segd)
-    out = summarizer.summarize(text, segments=segd, duration_s=segd[-1]["end"])
-    s = out.summary
-    index = TranscriptIndex(segments_from_dicts(segd))
-    assert len(s.chapters) >= 2
-    assert all("," not in c.title and 2 <= len(c.title.split()) <= 6 for c in s.chapters)
-    assert len(s.key_points_evidence) == len(s.key_points)
-    for ev in s.key_points_evidence + s.action_items_evidence:
-        assert index.contains(ev.quote)
-    lines = [qmsum._words(x["text"]) for x in segd]
-    if s.method != "llm_extractive_points":
-        assert not any(qmsum.is_verbatim(p, lines) for p in s.key_points), s.key_points
-    # Written, and longer than one phrase: at least two sentences for 12 minutes.
-    assert len(re.findall(r"[.!?](\s|$)", s.summary)) >= 2, s.summary
+    return LlamaCppEngine(model, context_tokens=4096, threads=LLM_THREADS)
 
 
 def test_a_topic_the_model_failed_on_gives_no_copied_lines_as_key_points(engine):

@@ -88,7 +88,12 @@ class Settings(BaseSettings):
         512, ge=32, description="Most tokens one summary call may generate."
     )
     llm_temperature: float = Field(0.2, ge=0.0, le=2.0, description="Summary temperature.")
-    llm_threads: int = Field(0, ge=0, description="CPU threads for llama.cpp (0 = all).")
+    llm_threads: int = Field(
+        0,
+        ge=0,
+        description="CPU threads for llama.cpp generation (0 = its default: half the CPUs; "
+        "prompts use all).",
+    )
     llm_gpu_memory_utilization: float = Field(
         0.45, gt=0.0, le=1.0, description="vLLM's share of GPU memory (it shares with Whisper)."
     )
