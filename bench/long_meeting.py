@@ -71,11 +71,11 @@ def coherence(result: dict) -> dict:
     the transcript, chapters run in order over the whole recording with topic titles,
     and key points come from across the meeting, not only its start.
     """
-    from app.llm.grounding import normalize
+    from app.llm.grounding import TranscriptIndex, segments_from_dicts
 
     transcript, summary = result.get("transcript") or {}, result.get("summary") or {}
     duration = float(transcript.get("duration_s") or 0.0)
-    said = " " + normalize(" ".join(s["text"] for s in transcript.get("segments", []))) + " "
+    index = TranscriptIndex(segments_from_dicts(transcript.get("segments") or []))
     evidence = (summary.get("key_points_evidence") or []) + (
         summary.get("action_items_evidence") or []
     )
@@ -84,11 +84,10 @@ def coherence(result: dict) -> dict:
         e["start"] for e in summary.get("key_points_evidence") or [] if e.get("start") is not None
     ]
     span_min = (max(starts) - min(starts)) / 60 if starts else 0.0
-    problems = [f"quote not in the transcript: {e['quote']!r}" for e in evidence]
     problems = [
-        p
-        for p, e in zip(problems, evidence, strict=True)
-        if f" {normalize(e['quote'])} " not in said
+        f"quote not in the transcript: {e['quote']!r}"
+        for e in evidence
+        if not index.contains(e["quote"])
     ]
     if len(chapters) < 8:
         problems.append(f"{len(chapters)} chapters for {duration / 60:.0f} minutes (want >= 8)")
