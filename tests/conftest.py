@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import os
+import re
 from pathlib import Path
 
 # Ray 2.60 starts local clusters with token auth; clients in this process (ray.init,
@@ -17,6 +18,15 @@ pytest_plugins = ["tests.cluster_fixtures", "tests.fixtures_state"]
 
 DATA = Path(__file__).resolve().parent / "data"
 JFK_PHRASE = "ask not what your country can do for you"
+
+
+def assert_reported_jfk(summary: str) -> None:
+    """Issue 22: what he asked, in other words: "country", no "you", the "not" kept."""
+    words = set(re.findall(r"[a-z']+", summary.lower()))
+    assert "country" in words and not words & {"you", "your"}, summary  # reported speech
+    assert words & {"not", "rather", "instead", "but"}, summary  # a negation or a contrast
+
+
 # The suite runs one summary at a time, so llama.cpp may generate on every core: on 2
 # cores that is 1.1-1.8x faster than its default of half (bench/llm_threads.py). The
 # product keeps the default, which is faster while Whisper shares the machine.
