@@ -75,7 +75,7 @@ def test_diarized_task_then_rename(client: httpx.Client) -> None:
 
 
 def test_rename_needs_a_diarized_task_and_valid_bounds(client: httpx.Client) -> None:
-    r = client.post("/v1/tasks", files={"file": ("s.wav", STEREO)})
+    r = client.post("/v1/tasks", files={"file": ("s.wav", STEREO)}, data={"summarize": "false"})
     task = _done(client, r.json()["id"])
     r = client.patch(f"/v1/tasks/{task['id']}/speakers", json={"names": {"speaker_1": "A"}})
     assert r.status_code == 409 and r.json()["error"]["code"] == "not_diarized"

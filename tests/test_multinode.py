@@ -226,7 +226,12 @@ def test_placement_and_losing_a_spot_node_mid_task(tmp_path, monkeypatch):
             r = httpx.post(
                 f"{url}/v1/tasks",
                 files={"file": (name, path.read_bytes())},
-                data={"webhook_url": f"{hook.url}/h", "instruction": f"multinode {nonce} {i}"},
+                data={
+                    "webhook_url": f"{hook.url}/h",
+                    "instruction": f"multinode {nonce} {i}",
+                    # The first two are summarized; two more LLM calls would only add time.
+                    "summarize": "true" if i < 2 else "false",
+                },
                 timeout=60,
             )
             assert r.status_code == 202, r.text

@@ -21,7 +21,7 @@ LONG_TRANSCRIPT = " ".join(
         "Alex will run an experiment with a shorter survey next sprint.",
         "Finally, the office will be closed on Monday for the holiday.",
     ]
-    * 4
+    * 2  # twice the 640-token window's input budget: two map calls and a reduce
 )
 
 

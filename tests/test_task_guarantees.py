@@ -405,7 +405,7 @@ def test_webhook_survives_a_receiver_outage_and_is_visible(service):
         r = client.post(
             "/v1/tasks",
             files={"file": ("a.flac", JFK)},
-            data={"webhook_url": f"{hook.url}/h", "instruction": "outbox"},
+            data={"webhook_url": f"{hook.url}/h", "instruction": "outbox", "summarize": "false"},
         )
         task_id = r.json()["id"]
         final = _wait(
@@ -430,13 +430,13 @@ def test_idempotency_holds_with_redis_down(service, service_redis):
                 "/v1/tasks",
                 files={"file": ("a.flac", JFK)},
                 headers=headers,
-                data={"instruction": "idem without redis"},
+                data={"instruction": "idem without redis", "summarize": "false"},
             )
             second = client.post(
                 "/v1/tasks",
                 files={"file": ("a.flac", JFK)},
                 headers=headers,
-                data={"instruction": "idem without redis"},
+                data={"instruction": "idem without redis", "summarize": "false"},
             )
             other = client.post(
                 "/v1/tasks",
@@ -455,30 +455,23 @@ def test_idempotency_holds_with_redis_down(service, service_redis):
 
 @pytest.mark.serve
 def test_result_cache_is_scoped_per_tenant(service):
-    instruction = f"cache scope {time.monotonic_ns()}"
+    # Transcript only: the cache's scope is the subject, three summaries would cost minutes.
+    form = {"instruction": f"cache scope {time.monotonic_ns()}", "summarize": "false"}
     with (
         _client(service, f"g-a-{time.monotonic_ns()}") as a,
         _client(service, f"g-b-{time.monotonic_ns()}") as b,
     ):
-        first = a.post(
-            "/v1/tasks", files={"file": ("a.flac", JFK)}, data={"instruction": instruction}
-        )
+        first = a.post("/v1/tasks", files={"file": ("a.flac", JFK)}, data=form)
         done = _wait(a, first.json()["id"], lambda t: t["status"] in TERMINAL)
         assert done["status"] == "succeeded"
-        again = a.post(
-            "/v1/tasks", files={"file": ("a.flac", JFK)}, data={"instruction": instruction}
-        )
+        again = a.post("/v1/tasks", files={"file": ("a.flac", JFK)}, data=form)
         assert again.json()["cached"] is True  # same tenant: served from the cache
-        theirs = b.post(
-            "/v1/tasks", files={"file": ("a.flac", JFK)}, data={"instruction": instruction}
-        )
+        theirs = b.post("/v1/tasks", files={"file": ("a.flac", JFK)}, data=form)
         assert theirs.json()["cached"] is False  # another tenant learns nothing
         # DELETE removes the cached result too: the next upload runs again.
         assert a.delete(f"/v1/tasks/{again.json()['id']}").status_code == 204
         assert a.delete(f"/v1/tasks/{first.json()['id']}").status_code == 204
-        fresh = a.post(
-            "/v1/tasks", files={"file": ("a.flac", JFK)}, data={"instruction": instruction}
-        )
+        fresh = a.post("/v1/tasks", files={"file": ("a.flac", JFK)}, data=form)
         assert fresh.json()["cached"] is False
         for c, r in ((b, theirs), (a, fresh)):
             _wait(c, r.json()["id"], lambda t: t["status"] in TERMINAL)
@@ -497,7 +490,11 @@ def test_a_lost_lease_stops_the_work_and_the_task_runs_once(service):
         r = client.post(
             "/v1/tasks",
             files={"file": ("long.mp3", LONG)},
-            data={"webhook_url": f"{hook.url}/h", "instruction": f"lease {time.monotonic_ns()}"},
+            data={
+                "webhook_url": f"{hook.url}/h",
+                "instruction": f"lease {time.monotonic_ns()}",
+                "summarize": "false",  # the lease is the subject: no minutes of LLM after it
+            },
         )
         task_id = r.json()["id"]
         _wait(client, task_id, lambda t: t["status"] == "transcribing")

@@ -113,6 +113,21 @@ def test_full_lifecycle(client):
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "task_not_found"
 
 
+def test_a_transcript_only_task_never_calls_the_llm(client):
+    """``summarize=false``: what infrastructure tests and transcript-only users ask for."""
+    task = wait_done(client, submit(client, JFK, "only.flac", summarize="false").json()["id"])
+    assert task["status"] == "succeeded", task
+    assert JFK_PHRASE in normalize(task["result"]["transcript"]["text"])
+    summary = task["result"]["summary"]
+    assert (summary["method"], summary["summary"], summary["key_points"]) == ("skipped", "", [])
+    assert task["result"]["models"]["llm"] == "none"
+    assert task["result"]["timings"]["summarize_s"] == 0.0
+    assert task["stages"]["summarizing_at"] is None  # it never reached the LLM
+    assert task["options"]["summarize"] is False
+    bad = submit(client, JFK, "bad.flac", summarize="maybe")
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "summarize", bad.text
+
+
 @pytest.mark.timeout(1200)
 def test_a_13_minute_meeting_gets_grounded_items_and_chapters(client):
     """A real community group call through the API, as the user of issue 11 sent theirs."""
@@ -209,8 +224,8 @@ def test_cache_hit_runs_no_model(client):
 def test_idempotency_key(tenant_client):
     c = tenant_client()
     headers = {"Idempotency-Key": "upload-42"}
-    first = submit(c, HOTWORDS, "h.mp3", headers=headers)
-    again = submit(c, HOTWORDS, "h.mp3", headers=headers)
+    first = submit(c, HOTWORDS, "h.mp3", headers=headers, summarize="false")
+    again = submit(c, HOTWORDS, "h.mp3", headers=headers, summarize="false")
     assert first.status_code == again.status_code == 202
     assert first.json()["id"] == again.json()["id"]
     assert again.headers.get("idempotent-replayed") == "true"
@@ -354,7 +369,7 @@ def test_audio_url_fetched_with_guards(tenant_client):
         return 404, {}, b"no"
 
     with LocalHTTPServer(route) as server:
-        ok = c.post("/v1/tasks", json={"audio_url": f"{server.url}/jfk.flac"})
+        ok = c.post("/v1/tasks", json={"audio_url": f"{server.url}/jfk.flac", "summarize": False})
         missing = c.post("/v1/tasks", json={"audio_url": f"{server.url}/missing.wav"})
         too_big = c.post("/v1/tasks", json={"audio_url": f"{server.url}/big.wav"})
     assert ok.status_code == 202, ok.text
@@ -376,7 +391,9 @@ def test_webhook_is_signed_and_retried(service, tenant_client):
     answers = iter([500, 500, 200])
 
     with LocalHTTPServer(lambda req: (next(answers, 200), {}, b"ok")) as receiver:
-        task = submit(c, STEREO, "hook.wav", webhook_url=f"{receiver.url}/hook").json()
+        task = submit(
+            c, STEREO, "hook.wav", webhook_url=f"{receiver.url}/hook", summarize="false"
+        ).json()
         wait_done(c, task["id"])
         deadline = time.monotonic() + 60
         while len(receiver.requests) < 3 and time.monotonic() < deadline:
@@ -416,7 +433,9 @@ def test_fifty_concurrent_submissions_all_succeed(tenant_client):
 def test_redis_down_tasks_still_complete(client, service_redis):
     service_redis.stop()
     try:
-        resp = submit(client, HOTWORDS, "no-redis.mp3", instruction="while redis is down")
+        resp = submit(
+            client, HOTWORDS, "no-redis.mp3", instruction="while redis is down", summarize="false"
+        )
         assert resp.status_code == 202, resp.text
         task = wait_done(client, resp.json()["id"])
         assert task["status"] == "succeeded"

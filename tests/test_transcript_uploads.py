@@ -29,7 +29,7 @@ def _grounded(result: dict) -> None:
 
 @pytest.mark.timeout(900)
 def test_a_vtt_export_is_summarized_with_its_speakers(client, tmp_path):
-    rows = turns(600)  # the first ten minutes of the call
+    rows = turns(300)  # the first five minutes of the call: all its speakers have spoken
     vtt = to_vtt_file(rows, tmp_path / "call.vtt").read_bytes()
     resp = client.post("/v1/tasks", files={"transcript": ("call.vtt", vtt, "text/vtt")})
     assert resp.status_code == 202, resp.text
@@ -53,7 +53,7 @@ def test_a_vtt_export_is_summarized_with_its_speakers(client, tmp_path):
 
 @pytest.mark.timeout(600)
 def test_json_turns_through_the_synchronous_route(client, tmp_path):
-    rows = turns(240)
+    rows = turns(180)
     data = to_json_turns(rows, tmp_path / "turns.json").read_bytes()
     resp = client.post(
         "/v1/summarize", files={"transcript": ("turns.json", data, "application/json")}

@@ -148,8 +148,8 @@ class Summary(BaseModel):
         description="`llm`, `llm_retry` (the first answer failed the checks), "
         "`llm_extractive_points` (the LLM's summary; some key points are central transcript "
         "sentences because the LLM gave too few grounded ones), "
-        "`extractive_fallback` (central transcript sentences: the LLM output failed twice) "
-        "or `none` (no speech).",
+        "`extractive_fallback` (central transcript sentences: the LLM output failed twice), "
+        "`none` (no speech) or `skipped` (asked for none: `summarize=false`).",
     )
     language: str | None = Field(
         None,

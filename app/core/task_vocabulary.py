@@ -107,6 +107,12 @@ class ProcessingOptions(BaseModel):
     instruction: str | None = Field(
         None, max_length=2000, description="Extra summary instruction, e.g. 'focus on decisions'."
     )
+    summarize: bool = Field(
+        True,
+        description="`false`: the transcript only; the LLM is not called (a task ends "
+        "when speech to text does). The result's summary is then empty, with method "
+        "`skipped`.",
+    )
     diarize: bool = Field(
         False,
         description="Label who spoke when (speakers[], segment speaker; transcript."
@@ -199,7 +205,8 @@ class ProcessingOptions(BaseModel):
         return {
             k: v
             for k, v in self.model_dump(mode="json", include=set(fields)).items()
-            if v not in (None, "", False) and v != fields[k].default
+            # ``is not None``: ``summarize=False`` differs from its default True and is kept.
+            if v is not None and v != "" and v != fields[k].default
         }
 
     @classmethod

@@ -49,6 +49,9 @@ logger = logging.getLogger(__name__)
 
 #: The ``models.stt`` of a task whose transcript was uploaded, not transcribed here.
 UPLOADED_TRANSCRIPT = "uploaded-transcript"
+#: The ``models.llm`` of a task that asked for no summary (``summarize=false``).
+NO_MODEL = "none"
+SKIPPED = Summary(summary="", key_points=[], action_items=[], method="skipped")
 
 #: ``await on_stage("transcribing" | "summarizing")`` before each stage.
 StageCallback = Callable[[str], Awaitable[None]]
@@ -291,7 +294,7 @@ class Pipeline:
         """Summarize a transcript: one made here (``stt``, ``diar`` from :meth:`run`), or one
         someone already had (an upload: no speech to text)."""
         t0 = time.perf_counter() if t0 is None else t0
-        if on_stage is not None:
+        if on_stage is not None and options.summarize:
             await on_stage(TaskStatus.SUMMARIZING)
         # Redaction first: the LLM, the result, and so the cache, the search index,
         # events and webhooks only ever see the redacted transcript.
@@ -337,6 +340,8 @@ class Pipeline:
     ) -> SummarizeOutput:
         """With speakers, the summarizer reads ``Speaker N: ...`` lines and each segment
         carries its speaker's display name."""
+        if not options.summarize:
+            return SummarizeOutput(summary=SKIPPED, summarize_s=0.0, model=NO_MODEL)
         names = display_names(transcript) if transcript.speakers else {}
         segments = [
             {"id": s.id, "start": s.start, "end": s.end, "text": s.text}

@@ -98,7 +98,7 @@ function itemList(el, items, evidence) {
 }
 
 function renderSummary(s) {
-  $("#summary").hidden = !s;
+  $("#summary").hidden = !s || s.method === "skipped"; // asked for the transcript only
   if (!s) return;
   $("#summary-text").textContent = s.summary || "";
   itemList($("#key-points"), s.key_points, s.key_points_evidence);

@@ -16,6 +16,7 @@ function selectedOptions() {
   if (lang) opts.language = lang;
   if (instr) opts.instruction = instr;
   if ($("#diarize").checked) opts.diarize = "true";
+  if ($("#transcript-only").checked) opts.summarize = "false";
   return opts;
 }
 
