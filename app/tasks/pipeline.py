@@ -341,7 +341,10 @@ class Pipeline:
         """With speakers, the summarizer reads ``Speaker N: ...`` lines and each segment
         carries its speaker's display name."""
         if not options.summarize:
-            return SummarizeOutput(summary=SKIPPED, summarize_s=0.0, model=NO_MODEL)
+            # A copy: callers set fields on a result's summary (language, redaction).
+            return SummarizeOutput(
+                summary=SKIPPED.model_copy(deep=True), summarize_s=0.0, model=NO_MODEL
+            )
         names = display_names(transcript) if transcript.speakers else {}
         segments = [
             {"id": s.id, "start": s.start, "end": s.end, "text": s.text}
