@@ -57,6 +57,11 @@ _GROUP_WORD = re.compile(
     re.I,
 )
 _THIRD_PERSON = {"we": "they", "us": "them", "our": "their", "ours": "theirs"}
+# Once "I'll" is said of its speaker, the speaker's "my" is theirs too: "I will introduce
+# myself" came out as "Project Manager will introduce myself" (QMSum val, ES2006a). "Me"
+# stays: "… ask them to email me" has no one reading of "them".
+_OWN_WORDS = re.compile(r"(?<![\w'’-])(?:myself|my|mine)(?![\w'’-])", re.I)
+_OWN_AS_THEIRS = {"myself": "themselves", "my": "their", "mine": "theirs"}
 _QUOTED = re.compile(r"(\"[^\"]*\"|“[^”]*”)")
 
 
@@ -118,7 +123,14 @@ def reported(text: str, owner: str | None = None) -> str:
     if plural is not None:
         return as_reported(plural)
     singular = _subject(body, "I", owner) if owner else None
-    return as_reported(singular if singular is not None else sentence)
+    if singular is None:
+        return as_reported(sentence)
+    parts = _QUOTED.split(singular)  # quotations at the odd places keep their words
+    owned = "".join(
+        part if i % 2 else _OWN_WORDS.sub(lambda m: _OWN_AS_THEIRS[m.group(0).lower()], part)
+        for i, part in enumerate(parts)
+    )
+    return as_reported(owned)
 
 
 def _unquoted(sentence: str) -> str:
