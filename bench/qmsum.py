@@ -14,6 +14,9 @@ Systems scored in one run, on the same meetings:
   output (summary + key points + action items), so length cannot explain a difference;
   its ``summary_*`` figures take N = the length of the summary text alone, which is
   scored on its own too (the reference is one paragraph, as ``summary.summary`` is);
+* ``oracle``: not a system but a ceiling. Whole transcript lines picked greedily to
+  maximise ROUGE-1 F1 against the reference itself, at most N words (the same N). No
+  summarizer sees the reference, so an extractive one cannot score above this;
 * ``previous``: git HEAD's ``app/llm`` (or ``--previous REF``'s) in a temporary package;
 * ``current``: the working tree's summarizer.
 
@@ -274,6 +277,37 @@ def first_n(meeting: dict, segments: list[dict], n: int) -> dict:
     return {**rouge(meeting["reference_summary"], " ".join(words)), "words": len(words)}
 
 
+def oracle(meeting: dict, segments: list[dict], n: int) -> dict:
+    """The ceiling of extraction: lines chosen by their ROUGE-1 against the reference.
+
+    Greedy, the way extractive oracles are built for summarization datasets (Nallapati
+    et al., 2017): add the line that raises ROUGE-1 F1 most while the text stays within
+    ``n`` words; stop when no line raises it. Lines of fewer than four words are left out.
+    """
+    from rouge_score import rouge_scorer
+
+    scorer = rouge_scorer.RougeScorer(["rouge1"], use_stemmer=True)
+    ref = meeting["reference_summary"]
+    lines = list(dict.fromkeys(s["text"] for s in segments if len(s["text"].split()) >= 4))
+    chosen: list[str] = []
+    best = 0.0
+    while True:
+        words = sum(len(c.split()) for c in chosen)
+        pick = None
+        for line in lines:
+            if line in chosen or words + len(line.split()) > n:
+                continue
+            f = scorer.score(ref, " ".join([*chosen, line]))["rouge1"].fmeasure
+            if f > best + 1e-6:
+                best, pick = f, line
+        if pick is None:
+            break
+        chosen.append(pick)
+    order = {line: i for i, line in enumerate(lines)}
+    text = " ".join(sorted(chosen, key=order.__getitem__))
+    return {**rouge(ref, text), "words": len(text.split())}
+
+
 def mean(rows: list[dict], key: str) -> float | None:
     vals = [r[key] for r in rows if r.get(key) is not None]
     return round(sum(vals) / len(vals), 3) if vals else None
@@ -321,7 +355,7 @@ def main() -> None:
     args = parser.parse_args()
     meetings = load(args.split, [m for m in args.meetings.split(",") if m])
     systems = [s for s in args.systems.split(",") if s]
-    rows: dict[str, list[dict]] = {s: [] for s in ["first_n", *systems]}
+    rows: dict[str, list[dict]] = {s: [] for s in ["first_n", "oracle", *systems]}
     for which in systems:
         summ = summarizer(which, args.max_tokens, args.model, args.previous, args.replay)
         for m in meetings:
@@ -351,6 +385,11 @@ def main() -> None:
         row.update({f"summary_{k}": v for k, v in alone.items() if k != "words"})
         row["summary_words"] = alone["words"]
         rows["first_n"].append(row)
+        row = {"id": m["id"], **oracle(m, segments, mine.get("words", ref_n))}
+        alone = oracle(m, segments, mine.get("summary_words", ref_n))
+        row.update({f"summary_{k}": v for k, v in alone.items() if k != "words"})
+        row["summary_words"] = alone["words"]
+        rows["oracle"].append(row)
     report = {
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
         "split": args.split,

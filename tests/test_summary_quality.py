@@ -388,6 +388,14 @@ def test_items_and_summaries_report_rather_than_speak_as_the_speakers():
     assert reported("Marketing: So each of you will show us.") == (
         "Marketing: So each of you will show us."
     )
+    # Said of its speaker, the speaker's "myself" and "my" are theirs; the group's "we're"
+    # is then "they're" (QMSum val, ES2006a: "Project Manager will introduce myself …").
+    assert reported("Project Manager: I will introduce myself and use the tools we're using.") == (
+        "Project Manager will introduce themselves and use the tools they're using."
+    )
+    assert reported('Marketing: I\'ll send my notes, "my plan" as said.') == (
+        'Marketing will send their notes, "my plan" as said.'
+    )
 
 
 def test_a_report_does_not_run_on_into_a_speakers_line():
@@ -540,6 +548,24 @@ def test_the_benchmark_replays_the_models_answers_exactly(engine, tmp_path):
     assert engine.generate(ask, max_tokens=24, temperature=0.8).text == kept.text
     other = replay.generate(ask, max_tokens=24, temperature=0.2)  # another call: asked
     assert replay.misses == 2 and other.text
+
+
+def test_the_benchmarks_extractive_ceiling_is_whole_lines_within_the_length():
+    """``bench.qmsum``'s oracle row says how far picking transcript lines can go, even
+    knowing the reference: whole lines, within N words, above the first N words."""
+    from bench.qmsum import first_n, load, oracle, timed_segments
+
+    said = ["Hello everyone, welcome.", "The remote should be yellow and round.", "Lunch at noon."]
+    toy = {"reference_summary": "The team wants a yellow round remote."}
+    segments = [{"text": t} for t in said]
+    assert oracle(toy, segments, 10)["words"] == 7  # the one line that says it, whole
+    assert oracle(toy, segments, 6)["words"] == 0  # no line fits: nothing is cut
+    meeting = load("train", ["IS1001c"])[0]
+    segments, _ = timed_segments(meeting)
+    n = len(meeting["reference_summary"].split())
+    best = oracle(meeting, segments, n)
+    assert 0 < best["words"] <= n
+    assert best["rouge1"] > first_n(meeting, segments, n)["rouge1"]
 
 
 def assert_trustworthy(out, segments):
