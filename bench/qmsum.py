@@ -22,6 +22,7 @@ Systems scored in one run, on the same meetings:
 
     python -m bench.qmsum --split val --json qmsum_val.json
     python -m bench.qmsum --split val --meetings ES2006a,TS3010b --max-minutes 20
+    python -m bench.qmsum --split val --systems "" --data bench/data/qmsum/topics_val
 """
 
 from __future__ import annotations
@@ -56,16 +57,18 @@ def clean(text: str) -> str:
     return "" if re.fullmatch(r"[\W_]*", text) else text
 
 
-def load(split: str, ids: list[str] | None = None) -> list[dict]:
-    """The committed meetings of ``split``; refuses the test split outright."""
+def load(split: str, ids: list[str] | None = None, folders: list[Path] | None = None) -> list[dict]:
+    """The meetings of ``split`` (committed ones, or those of ``folders``, first copy of an
+    id wins), by id; refuses the test split outright."""
     if split not in {"train", "val"}:
         raise SystemExit("only the train and val splits are used (test is held out)")
-    meetings = []
-    for path in sorted(DATA.glob("*.json")):
-        m = json.loads(path.read_text())
-        if m["split"] == split and (not ids or m["id"] in ids):
-            meetings.append(m)
-    return meetings
+    seen: dict[str, dict] = {}
+    for folder in folders or [DATA]:
+        for path in sorted(folder.glob("*.json")):
+            m = json.loads(path.read_text())
+            if m["split"] == split and (not ids or m["id"] in ids):
+                seen.setdefault(m["id"], m)
+    return [seen[k] for k in sorted(seen)]
 
 
 def timed_segments(meeting: dict, max_minutes: float | None = None) -> tuple[list[dict], dict]:
@@ -340,6 +343,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--split", default="val", choices=["train", "val"])
     parser.add_argument("--meetings", default="", help="comma-separated ids (default: all)")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        action="append",
+        help="more meeting folders (bench.qmsum_topics --import; its topics_val)",
+    )
     parser.add_argument("--systems", default="previous,current")
     parser.add_argument("--max-minutes", type=float, default=None, help="truncate meetings")
     parser.add_argument("--max-tokens", type=int, default=512)
@@ -353,7 +362,8 @@ def main() -> None:
         help="keep the model's answers in this folder and replay them (exact: seeded calls)",
     )
     args = parser.parse_args()
-    meetings = load(args.split, [m for m in args.meetings.split(",") if m])
+    ids = [m for m in args.meetings.split(",") if m]
+    meetings = load(args.split, ids, [DATA, *args.data] if args.data else None)
     systems = [s for s in args.systems.split(",") if s]
     rows: dict[str, list[dict]] = {s: [] for s in ["first_n", "oracle", *systems]}
     for which in systems:

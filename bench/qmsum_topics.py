@@ -65,15 +65,7 @@ def import_meetings(checkout: Path, out: Path) -> int:
 
 
 def meetings(split: str, folders: list[Path]) -> list[dict]:
-    if split not in {"train", "val"}:
-        raise SystemExit("only the train and val splits are used (test is held out)")
-    seen: dict[str, dict] = {}
-    for folder in folders:
-        for path in sorted(folder.glob("*.json")):
-            m = json.loads(path.read_text())
-            if m["split"] == split:
-                seen.setdefault(m["id"], m)
-    return [seen[k] for k in sorted(seen)]
+    return qmsum.load(split, folders=folders)
 
 
 def boundaries(summarizer, segs, by_topic: bool, speakers: bool = True) -> list[float]:
