@@ -16,7 +16,7 @@ Systems scored in one run, on the same meetings:
   scored on its own too (the reference is one paragraph, as ``summary.summary`` is);
 * ``oracle``: not a system but a ceiling. Whole transcript lines picked greedily to
   maximise ROUGE-1 F1 against the reference itself, at most N words (the same N). No
-  summarizer sees the reference, so an extractive one cannot score above this;
+  summarizer sees the reference, so an extractive one can hardly score above this;
 * ``previous``: git HEAD's ``app/llm`` (or ``--previous REF``'s) in a temporary package;
 * ``current``: the working tree's summarizer.
 
