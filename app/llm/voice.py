@@ -125,12 +125,14 @@ def reported(text: str, owner: str | None = None) -> str:
     singular = _subject(body, "I", owner) if owner else None
     if singular is None:
         return as_reported(sentence)
-    parts = _QUOTED.split(singular)  # quotations at the odd places keep their words
-    owned = "".join(
-        part if i % 2 else _OWN_WORDS.sub(lambda m: _OWN_AS_THEIRS[m.group(0).lower()], part)
-        for i, part in enumerate(parts)
-    )
+    owned = _outside_quotes(_OWN_WORDS, lambda m: _OWN_AS_THEIRS[m.group(0).lower()], singular)
     return as_reported(owned)
+
+
+def _outside_quotes(pattern: re.Pattern, repl, sentence: str) -> str:
+    """``pattern.sub(repl, …)`` on the reporter's words only: quotations keep theirs."""
+    parts = _QUOTED.split(sentence)  # quotations at the odd places
+    return "".join(part if i % 2 else pattern.sub(repl, part) for i, part in enumerate(parts))
 
 
 def _unquoted(sentence: str) -> str:
@@ -214,10 +216,7 @@ def as_reported(sentence: str) -> str:
     """
     if speaks_as_a_speaker(sentence):
         return sentence
-    parts = _QUOTED.split(sentence)  # quotations at the odd places
-    return "".join(
-        part if i % 2 else _GROUP_WORD.sub(_third_person, part) for i, part in enumerate(parts)
-    )
+    return _outside_quotes(_GROUP_WORD, _third_person, sentence)
 
 
 def in_speakers_voice(sentence: str) -> bool:
